@@ -1,0 +1,138 @@
+"""The encoder service: prequential encoding models behind a ZeroMQ ROUTER socket.
+
+Run it with ``cortexreplay encoder serve --bind ENDPOINT`` (or ``python -m encoders.service``).
+Each client opens a *run* (layers, voxels, lags, alpha), then sends trials; the service predicts
+each trial before learning from it and answers with the trial's scores. A malformed or invalid
+request gets an ``error`` reply and is counted; the service never dies on bad input.
+docs/protocol.md gives every message.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from urllib.parse import urlparse
+
+import numpy as np
+import zmq
+
+from replay import wire
+
+from .encoding import PrequentialEncoder
+
+log = logging.getLogger("cortexreplay.encoder")
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def check_endpoint(endpoint: str) -> str:
+    """Allow loopback TCP, ipc:// and inproc:// only: the socket has no authentication yet.
+
+    >>> check_endpoint("tcp://127.0.0.1:5555")
+    'tcp://127.0.0.1:5555'
+    """
+    scheme = endpoint.split("://", 1)[0]
+    if scheme in ("ipc", "inproc"):
+        return endpoint
+    host = urlparse(endpoint.replace("*", "0")).hostname if scheme == "tcp" else None
+    if scheme != "tcp" or host is None:
+        raise ValueError(f"Invalid endpoint {endpoint!r}: use tcp://127.0.0.1:PORT, ipc://PATH "
+                         "or inproc://NAME")
+    if host not in LOOPBACK_HOSTS:
+        raise ValueError(f"refusing to bind {endpoint!r}: the encoder socket is unauthenticated, "
+                         "so it binds to the loopback interface only (tcp://127.0.0.1:PORT)")
+    return endpoint
+
+
+class EncoderService:
+    """A ROUTER socket serving :class:`PrequentialEncoder` runs, one request one reply."""
+
+    def __init__(self, bind: str = "tcp://127.0.0.1:*", context: zmq.Context | None = None):
+        self.context = context or zmq.Context.instance()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 1000)
+        self.socket.bind(check_endpoint(bind))
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.runs: dict[str, PrequentialEncoder] = {}
+        self.errors = 0
+        self._stopping = False
+
+    def serve_forever(self) -> None:
+        """Answer requests until a ``shutdown`` request arrives."""
+        try:
+            while self.handle_one():
+                pass
+        finally:
+            self.socket.close()
+
+    def handle_one(self) -> bool:
+        """Receive and answer one request; False after ``shutdown``."""
+        identity, seq = None, 0
+        try:
+            identity, msg = wire.recv_from(self.socket)
+            seq = msg.seq
+            kind, fields, arrays = self._dispatch(msg)
+        except (wire.ProtocolError, ValueError, KeyError, TypeError) as err:
+            self.errors += 1
+            identity = identity or getattr(err, "identity", None)
+            log.warning("rejected request %d: %s", self.errors, err)
+            kind, fields, arrays = "error", {"reason": str(err), "errors": self.errors}, None
+        if identity is not None:
+            wire.send_to(self.socket, identity, kind, fields, arrays, seq=seq)
+        return not self._stopping
+
+    def _dispatch(self, msg: wire.Message):
+        h = msg.header
+        if msg.kind == "open":
+            self.runs[str(h["run"])] = PrequentialEncoder(
+                h["layers"], n_voxels=int(h["n_voxels"]), n_sounds=int(h["n_sounds"]),
+                lags=h["lags"], alpha=float(h["alpha"]), warmup=int(h["warmup"]))
+            return "ack", {"run": h["run"]}, None
+        if msg.kind == "trial":
+            enc = self._run(h)
+            features = {name[len("features/"):]: a for name, a in msg.arrays.items()
+                        if name.startswith("features/")}
+            if "frames" not in msg.arrays:
+                raise ValueError("a 'trial' message needs a 'frames' array")
+            trial_r = enc.step(int(h["trial"]), int(h["sound"]), features, msg.arrays["frames"])
+            return "scores", {"run": h["run"], "trial": h["trial"]}, {
+                "trial_r": np.array([trial_r[name] for name in enc.layers])}
+        if msg.kind == "finish":
+            enc = self.runs.pop(str(h["run"]), None) or self._run(h)
+            r, r2 = enc.r(), enc.r2()
+            return "result", {"run": h["run"], "layers": enc.layers}, {
+                "r": np.stack([r[name] for name in enc.layers]),
+                "r2": np.stack([r2[name] for name in enc.layers]),
+                "sound_stats": enc.sound_stats()}
+        if msg.kind == "shutdown":
+            self._stopping = True
+            return "ack", {}, None
+        raise ValueError(f"the encoder service does not take {msg.kind!r} requests")
+
+    def _run(self, header) -> PrequentialEncoder:
+        run = str(header["run"])
+        if run not in self.runs:
+            raise ValueError(f"unknown run {run!r}: send an 'open' request first")
+        return self.runs[run]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="cortexreplay encoder serve",
+                                     description="Serve prequential encoding models over ZeroMQ.")
+    parser.add_argument("--bind", default="tcp://127.0.0.1:*",
+                        help="endpoint to bind (loopback only; '*' picks a free port)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        service = EncoderService(args.bind)
+    except (ValueError, zmq.ZMQError) as err:
+        print(f"cortexreplay encoder serve: {err}", file=sys.stderr)
+        return 2
+    # The first line on stdout tells a parent process where we listen.
+    print(f"listening on {service.endpoint}", flush=True)
+    service.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The learner: a wav2vec 2.0 that sees each sound, gives its features, then (maybe) learns from it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .features import extract_features
+from .model import layer_modules
+from .ssl import RandomStreams, ssl_step
+
+MODES = ("frozen", "continuous")
+
+
+@dataclass
+class TrialRecord:
+    """What learning from one sound did: means over its steps, and per-layer weight change."""
+
+    loss: float = float("nan")
+    contrastive: float = float("nan")
+    diversity: float = float("nan")
+    perplexity: float = float("nan")
+    grad_norm: float = float("nan")
+    delta_w: dict[str, float] = field(default_factory=dict)
+
+
+class Learner:
+    """A wav2vec 2.0 in one of the training modes of "Don't stop the training".
+
+    Parameters
+    ----------
+    model : Wav2Vec2ForPreTraining
+        Starting weights (``theta0``); the learner owns and changes this model.
+    mode : {"frozen", "continuous"}
+        ``frozen`` never updates (the study's "Pretrained"); ``continuous`` takes
+        ``steps_per_sound`` self-supervised AdamW steps on each sound after its features are read.
+    lr, steps_per_sound, weight_decay : AdamW settings of the continuous update.
+    retention : float
+        After each sound, ``theta <- theta0 + retention * (theta - theta0)``. 1.0 is pure
+        accumulation (the study); below 1 the network forgets toward its starting weights.
+    optimizer_state : dict, optional
+        AdamW state to carry over (from the pretraining checkpoint), so the first steps are not
+        those of a cold optimizer.
+    seed : int
+        Seed of the learner's own mask, negative, dropout and Gumbel streams.
+
+    >>> from simulator.model import build_model
+    >>> learner = Learner(build_model("tiny"), mode="continuous", lr=1e-3, steps_per_sound=1)
+    >>> wave = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    >>> sorted(learner.features(wave, 16000, 1.0))[:2], learner.features(wave, 16000, 1.0)["cnn"].shape
+    (['cnn', 'layer_1'], (1, 128))
+    >>> record = learner.learn(wave)
+    >>> record.delta_w["layer_1"] > 0
+    True
+    """
+
+    def __init__(self, model, mode: str = "continuous", lr: float = 1e-4, steps_per_sound: int = 1,
+                 retention: float = 1.0, weight_decay: float = 0.0, optimizer_state=None,
+                 seed: int = 0, mask_prob: float = 0.4, mask_span: int = 3):
+        if mode not in MODES:
+            raise ValueError(f"Invalid value for the 'mode' parameter. Allowed values are "
+                             f"{', '.join(map(repr, MODES))}, but got {mode!r} instead.")
+        if not 0.0 <= retention <= 1.0:
+            raise ValueError(f"retention must lie in [0, 1], got {retention}")
+        self.model, self.mode = model, mode
+        self.steps_per_sound, self.retention = int(steps_per_sound), float(retention)
+        self.mask_prob, self.mask_span = mask_prob, mask_span
+        self.streams = RandomStreams(seed)
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._theta0 = [p.detach().clone() for p in self._params]
+        self._layers = {name: list(m.parameters()) for name, m in layer_modules(model).items()}
+        self.optimizer = torch.optim.AdamW(self._params, lr=lr, weight_decay=weight_decay)
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+            for group in self.optimizer.param_groups:  # the scenario's rate, not the checkpoint's
+                group["lr"], group["weight_decay"] = lr, weight_decay
+
+    def features(self, wave, sample_rate: float, frame_rate: float) -> dict[str, np.ndarray]:
+        """Pooled activations with the current weights, before any learning from this sound."""
+        return extract_features(self.model, wave, sample_rate, frame_rate)
+
+    def learn(self, wave) -> TrialRecord:
+        """Update on one sound according to the mode and report what changed."""
+        if self.mode == "frozen":
+            return TrialRecord(delta_w={name: 0.0 for name in self._layers})
+        before = {name: [p.detach().clone() for p in ps] for name, ps in self._layers.items()}
+        steps = [ssl_step(self.model, self.optimizer, wave, self.streams, self.mask_prob,
+                          self.mask_span) for _ in range(self.steps_per_sound)]
+        if self.retention < 1.0:
+            self._relax()
+        with torch.no_grad():
+            delta_w = {name: float(torch.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(ps, before[name]))))
+                       for name, ps in self._layers.items()}
+        mean = lambda key: float(np.mean([getattr(s, key) for s in steps]))  # noqa: E731
+        return TrialRecord(mean("loss"), mean("contrastive"), mean("diversity"),
+                           mean("perplexity"), mean("grad_norm"), delta_w)
+
+    @torch.no_grad()
+    def _relax(self):
+        # theta <- theta0 + rho (theta - theta0) == rho * theta + (1 - rho) * theta0
+        for p, p0 in zip(self._params, self._theta0):
+            p.mul_(self.retention).add_(p0, alpha=1.0 - self.retention)

@@ -1,0 +1,91 @@
+"""The learning network: wav2vec 2.0 (transformers) built from a named size or loaded from disk.
+
+Layer names used everywhere downstream: ``"cnn"`` is the convolutional feature encoder's output
+and ``"layer_k"`` the output of transformer block k (1-based).
+"""
+from __future__ import annotations
+
+import torch
+from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+
+# Shared by every size. layerdrop=0 keeps every block in every step (transformers draws layerdrop
+# from numpy's global state); mask_time_prob>0 makes transformers create the learned mask
+# embedding, while the masks themselves come from our own sampler (simulator.ssl).
+_COMMON = dict(
+    layerdrop=0.0,
+    mask_time_prob=0.4,
+    mask_time_length=3,
+    num_negatives=30,
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    conv_bias=True,
+)
+
+SIZES = {
+    # ~1.2 M parameters: the demo and the tests.
+    "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
+                 conv_dim=(128,) * 7, codevector_dim=128, proj_codevector_dim=64,
+                 num_codevectors_per_group=64, num_conv_pos_embeddings=32,
+                 num_conv_pos_embedding_groups=4),
+    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536,
+                  conv_dim=(256,) * 7, codevector_dim=256, proj_codevector_dim=128,
+                  num_codevectors_per_group=160, num_conv_pos_embeddings=64,
+                  num_conv_pos_embedding_groups=16),
+    # wav2vec 2.0 BASE (Baevski et al. 2020): transformers' defaults.
+    "base": dict(),
+}
+
+
+class ModelError(ValueError):
+    """A model name, size or directory that cannot be used."""
+
+
+def build_model(size: str = "tiny", seed: int = 0) -> Wav2Vec2ForPreTraining:
+    """A freshly initialised wav2vec 2.0 of a named size, deterministic from ``seed``.
+
+    >>> model = build_model("tiny", seed=0)
+    >>> layer_names(model)
+    ['cnn', 'layer_1', 'layer_2', 'layer_3', 'layer_4']
+    """
+    if size not in SIZES:
+        allowed = ", ".join(repr(s) for s in SIZES)
+        raise ModelError(f"Invalid value for the 'size' parameter. Allowed values are {allowed}, "
+                         f"but got {size!r} instead.")
+    config = Wav2Vec2Config(**{**_COMMON, **SIZES[size]})
+    # Initialise under our own seed without touching the caller's global torch stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Wav2Vec2ForPreTraining(config)
+
+
+def load_model(name_or_dir: str) -> Wav2Vec2ForPreTraining:
+    """Load a wav2vec 2.0 pretraining model from a local directory (or a hub id when online)."""
+    try:
+        return Wav2Vec2ForPreTraining.from_pretrained(name_or_dir)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot load a wav2vec 2.0 model from {name_or_dir!r}: {first} "
+                         "(make one with 'cortexreplay pretrain --out DIR')") from None
+
+
+def layer_names(model: Wav2Vec2ForPreTraining) -> list[str]:
+    """Names of the feature spaces the model exposes, shallow to deep."""
+    return ["cnn"] + [f"layer_{k}" for k in range(1, model.config.num_hidden_layers + 1)]
+
+
+def layer_modules(model: Wav2Vec2ForPreTraining) -> dict[str, torch.nn.Module]:
+    """The module whose parameters belong to each named layer (for per-layer weight change)."""
+    w2v = model.wav2vec2
+    modules = {"cnn": w2v.feature_extractor}
+    for k, block in enumerate(w2v.encoder.layers, start=1):
+        modules[f"layer_{k}"] = block
+    return modules
+
+
+def normalize_wave(wave) -> torch.Tensor:
+    """Zero-mean, unit-variance waveform as a (1, n_samples) float32 tensor.
+
+    This is what transformers' Wav2Vec2FeatureExtractor does with ``do_normalize=True``.
+    """
+    x = torch.as_tensor(wave, dtype=torch.float32).reshape(1, -1)
+    return (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
