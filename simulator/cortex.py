@@ -57,7 +57,7 @@ def hrf_kernel(frame_rate: float, peak_s: float = 4.0, length_s: float = 6.0) ->
     """Gamma-shaped hemodynamic kernel sampled at the frame rate, peak at ``peak_s``, sum 1.
 
     >>> np.round(hrf_kernel(1.0), 2)
-    array([0.  , 0.07, 0.18, 0.24, 0.26, 0.24], dtype=float32)
+    array([0.  , 0.01, 0.12, 0.27, 0.32, 0.28], dtype=float32)
     """
     t = np.arange(int(round(length_s * frame_rate))) / frame_rate
     shape = 6.0  # gamma with mode (shape - 1) * scale == peak_s

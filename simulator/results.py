@@ -1,0 +1,128 @@
+"""The results store (Zarr v3): one group per run, per-trial records and prequential scores.
+
+```
+results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read), score_formula
+  runs/<variant>/<subject>/seed-<n>/   attrs: run_id, variant, subject, seed, config (resolved),
+                                              layers, store, provenance, complete
+    trials/<field>     (n_trials,) per-trial records: stimulus, event, repeat, loss, ...
+    trials/delta_w     (n_trials, n_layers)   ||dW|| per layer
+    trials/trial_r     (n_trials, n_layers)   voxel-mean r of the trial, predicted before learning
+    scores/r, scores/r2          (n_layers, n_voxels) prequential, pooled over scored trials
+    scores/sound_stats           (n_layers, n_sounds, 6, n_voxels) per-sound sums (encoders.scores)
+```
+A run is written whole, by the parent process alone, and marked ``complete`` last.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from encoders.scores import STAT_NAMES
+
+FORMAT = "cortexreplay.results"
+VERSION = 1
+SCORE_FORMULA = ("prequential Pearson r per voxel over all frames of trials after the warm-up, "
+                 "each predicted before the encoder learned from it: r = (n Σpo − Σp Σo) / "
+                 "sqrt((n Σpp − Σp²)(n Σoo − Σo²)); score = mean over voxels at the best layer")
+DIMS = {"r": ("layer", "voxel"), "r2": ("layer", "voxel"),
+        "sound_stats": ("layer", "stimulus", "stat", "voxel"),
+        "delta_w": ("trial", "layer"), "trial_r": ("trial", "layer")}
+
+
+class ResultsError(ValueError):
+    """A results store that cannot be used as asked."""
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced (built in a worker, written by the parent)."""
+
+    run_id: str
+    attrs: dict
+    trials: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray]
+
+
+def provenance() -> dict:
+    versions = {}
+    for pkg in ("cortexreplay", "torch", "transformers", "numpy", "zarr", "pyzmq", "scikit-learn"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"versions": versions, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def open_results(path: str | Path, scenario: dict | None = None):
+    """Open (creating if needed) a results store for writing."""
+    path = Path(path)
+    if path.exists() and not (path / "zarr.json").exists():
+        raise ResultsError(f"{path} exists and is not a results store; choose another --results")
+    root = zarr.open_group(str(path), mode="a")
+    fmt = root.attrs.get("format")
+    if fmt is None:
+        root.attrs.update({"format": FORMAT, "version": VERSION, "score_formula": SCORE_FORMULA,
+                           "stat_names": list(STAT_NAMES)})
+    elif fmt != FORMAT:
+        raise ResultsError(f"{path} is a {fmt!r} store, not a results store; choose another --results")
+    if scenario is not None:
+        root.attrs["scenario"] = scenario
+    return root
+
+
+def completed_config(root, run_id: str) -> dict | None:
+    """The resolved config of a finished run in the store, or None."""
+    try:
+        group = root[f"runs/{run_id}"]
+    except KeyError:
+        return None
+    return group.attrs.get("config") if group.attrs.get("complete") else None
+
+
+def write_run(root, result: RunResult) -> None:
+    """Write one run's group, replacing an unfinished or forced-over one."""
+    key = f"runs/{result.run_id}"
+    if key in root:
+        del root[key]
+    group = root.require_group(key)
+    group.attrs.update({**result.attrs, "complete": False})
+    for section, arrays in (("trials", result.trials), ("scores", result.scores)):
+        for name, value in arrays.items():
+            value = np.asarray(value)
+            dims = DIMS.get(name, ("trial",) + tuple(f"dim_{i}" for i in range(1, value.ndim)))
+            arr = group.create_array(f"{section}/{name}", shape=value.shape, dtype=value.dtype,
+                                     dimension_names=dims[: value.ndim])
+            arr[...] = value
+    group.attrs["complete"] = True
+
+
+def read_runs(path: str | Path) -> list[dict]:
+    """Every complete run: its attrs plus ``trials`` and ``scores`` as numpy arrays."""
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise ResultsError(f"no results store at {path} (make one with 'cortexreplay run')")
+    root = zarr.open_group(str(path), mode="r")
+    if root.attrs.get("format") != FORMAT:
+        raise ResultsError(f"{path} is not a results store (format {root.attrs.get('format')!r})")
+    runs = []
+    if "runs" not in root:
+        return runs
+    for _, group in sorted(root["runs"].groups()):
+        for _, subject in sorted(group.groups()):
+            for _, run in sorted(subject.groups()):
+                if not run.attrs.get("complete"):
+                    continue
+                runs.append({**dict(run.attrs),
+                             "trials": {k: a[...] for k, a in run["trials"].arrays()},
+                             "scores": {k: a[...] for k, a in run["scores"].arrays()}})
+    return runs
+
+
+def results_attrs(path: str | Path) -> dict:
+    """The root attributes of a results store."""
+    return dict(zarr.open_group(str(path), mode="r").attrs)

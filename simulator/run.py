@@ -1,0 +1,183 @@
+"""`cortexreplay run`: every run of a scenario, replayed through its learner and scored online.
+
+Each run is one process (a worker of a process pool sized to the machine's cores) that replays
+its subject's trials, asks its learner for features and lets it learn, and sends features and
+brain frames to the encoder service over ZeroMQ. The parent starts the service, shows progress,
+and alone writes each finished run to the results store.
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+import queue as queue_module
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from encoders.client import EncoderClient, spawn_service
+from replay.store import open_recording
+from replay.trials import replay_session
+
+from .learner import Learner
+from .model import layer_names
+from .pretrain import load_checkpoint
+from .results import RunResult, completed_config, open_results, provenance, write_run
+from .scenario import RunSpec, Scenario, ScenarioError
+
+TRIAL_FIELDS = ("loss", "contrastive", "diversity", "perplexity", "grad_norm")
+TIMERS = ("features", "learn", "encoder", "total")
+
+
+def align(features: np.ndarray, n_frames: int) -> np.ndarray:
+    """Sound features placed on the trial's frames: zeros after the sound, cut at the window.
+
+    >>> align(np.ones((2, 3), np.float32), 4)[:, 0].tolist()
+    [1.0, 1.0, 0.0, 0.0]
+    """
+    out = np.zeros((n_frames, features.shape[1]), dtype=np.float32)
+    k = min(n_frames, len(features))
+    out[:k] = features[:k]
+    return out
+
+
+def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> RunResult:
+    """Replay one run; return what it produced. Runs in a worker process."""
+    cfg, learning = spec.config, spec.config["learning"]
+    torch.set_num_threads(cfg["model"]["threads"])
+    recording = open_recording(store)
+    model, optimizer_state, _ = load_checkpoint(cfg["model"]["checkpoint"])
+    model.to(cfg["model"]["device"])
+    learner = Learner(model, cfg["mode"], lr=learning["lr"], steps_per_sound=learning["steps_per_sound"],
+                      retention=learning["retention"], weight_decay=learning["weight_decay"],
+                      optimizer_state=optimizer_state, seed=spec.seed,
+                      mask_prob=learning["mask_prob"], mask_span=learning["mask_span"])
+    layers = layer_names(model) if cfg["encoder"]["layers"] == ["all"] else cfg["encoder"]["layers"]
+    unknown = sorted(set(layers) - set(layer_names(model)))
+    if unknown:
+        raise ScenarioError(f"encoder.layers names {unknown}; the model has {layer_names(model)}")
+    session = cfg["data"]["session"]
+    n_events = len(recording.events(spec.subject, session))
+    n_voxels = recording.responses(spec.subject, session).shape[1]
+    client = EncoderClient(endpoint)
+    enc = cfg["encoder"]
+    # Per-*event* scores (the resampling unit is regrouped into sounds by the summary), so runs
+    # that replay the same events in different orders can be compared on the same scored trials.
+    client.open(spec.run_id, layers, n_voxels, n_events, enc["lags"], enc["alpha"], enc["warmup"])
+    rows = {k: [] for k in ("event", "stimulus", "repeat", *TRIAL_FIELDS, "delta_w", "trial_r",
+                            *(f"time_{t}" for t in TIMERS))}
+    trials = replay_session(recording, spec.subject, session, order=cfg["order"], seed=spec.seed,
+                            sample_rate=cfg["model"]["sample_rate"], tail_s=cfg["data"]["tail_s"],
+                            speed=cfg["data"]["speed"] or None)
+    for trial in trials:
+        t0 = time.perf_counter()
+        features = learner.features(trial.waveform, trial.sample_rate, trial.frame_rate)
+        t1 = time.perf_counter()
+        record = learner.learn(trial.waveform)
+        t2 = time.perf_counter()
+        aligned = {name: align(features[name], len(trial.frames)) for name in layers}
+        trial_r = client.trial(spec.run_id, trial.index, trial.event, aligned, trial.frames)
+        t3 = time.perf_counter()
+        for k, v in (("event", trial.event), ("stimulus", trial.stimulus), ("repeat", trial.repeat),
+                     ("delta_w", [record.delta_w[name] for name in layer_names(model)]),
+                     ("trial_r", trial_r), ("time_features", t1 - t0), ("time_learn", t2 - t1),
+                     ("time_encoder", t3 - t2), ("time_total", t3 - t0)):
+            rows[k].append(v)
+        for k in TRIAL_FIELDS:
+            rows[k].append(getattr(record, k))
+        if progress is not None:
+            progress.put((spec.run_id, trial.index, record.loss, float(np.max(trial_r))))
+    final = client.finish(spec.run_id)
+    client.close()
+    attrs = {"run_id": spec.run_id, "variant": spec.variant, "subject": spec.subject,
+             "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
+             "layers": layers, "delta_w_layers": layer_names(model), "store": str(store),
+             "n_events": n_events, "provenance": provenance()}
+    trial_arrays = {k: np.asarray(v, dtype=np.int64 if k in ("event", "stimulus", "repeat") else np.float64)
+                    for k, v in rows.items()}
+    return RunResult(spec.run_id, attrs, trial_arrays,
+                     {"r": final["r"], "r2": final["r2"], "event_stats": final["sound_stats"]})
+
+
+def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None = None,
+                 force: bool = False, log=print, progress_bar: bool = True) -> list[str]:
+    """Run every run of ``scenario`` not already in ``results``; return the run ids written."""
+    recording = open_recording(store)
+    specs = scenario.runs(recording.subjects)
+    root = open_results(results, scenario.raw)
+    todo = []
+    for spec in specs:
+        done = completed_config(root, spec.run_id)
+        if done is not None and not force:
+            if done != spec.config:
+                raise ScenarioError(f"{results} already holds run {spec.run_id} made with other "
+                                    "settings; pass --force to replace it or choose another --results")
+            log(f"run: {spec.run_id} already complete, skipped")
+            continue
+        todo.append(spec)
+    if not todo:
+        return []
+    checkpoints = {s.config["model"]["checkpoint"] for s in todo}
+    if "" in checkpoints:
+        raise ScenarioError(f"{scenario.path}: model.checkpoint is not set (set it in the file or "
+                            "with --set model.checkpoint=DIR)")
+    for ckpt in checkpoints:  # fail here, once, rather than in every worker
+        load_checkpoint(ckpt)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+    service, endpoint = spawn_service()
+    written = []
+    try:
+        written = _run_pool(todo, str(store), endpoint, jobs, root, progress_bar, log)
+    finally:
+        try:
+            EncoderClient(endpoint, timeout_s=10).shutdown()
+        except Exception:  # the service may already be gone; never mask the run's own error
+            pass
+        try:
+            service.wait(timeout=10)
+        except Exception:
+            service.kill()
+    return written
+
+
+def _run_pool(todo, store, endpoint, jobs, root, progress_bar, log) -> list[str]:
+    from tqdm import tqdm
+
+    ctx = multiprocessing.get_context("spawn")
+    manager = ctx.Manager()
+    progress = manager.Queue()
+    total = sum(len(open_recording(store).events(s.subject, s.config["data"]["session"])) for s in todo)
+    bar = tqdm(total=total, unit="trial", disable=not progress_bar, dynamic_ncols=True)
+    rolling: dict[str, list[float]] = {}
+    written = []
+    with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        pending = {pool.submit(execute_run, s, store, endpoint, progress): s for s in todo}
+        while pending:
+            done, _ = futures.wait(pending, timeout=0.5, return_when=futures.FIRST_COMPLETED)
+            _drain(progress, bar, rolling)
+            for fut in done:
+                spec = pending.pop(fut)
+                result = fut.result()
+                write_run(root, result)
+                written.append(spec.run_id)
+                best = max(np.nanmean(result.scores["r"], axis=1))
+                log(f"run: {spec.run_id} done, best-layer score {best:.3f}")
+    _drain(progress, bar, rolling)
+    bar.close()
+    manager.shutdown()
+    return written
+
+
+def _drain(progress, bar, rolling) -> None:
+    while True:
+        try:
+            run_id, _, loss, r = progress.get_nowait()
+        except (queue_module.Empty, EOFError, OSError):
+            return
+        window = rolling.setdefault(run_id, [])
+        window.append(r)
+        del window[:-20]
+        bar.update(1)
+        bar.set_postfix_str(f"{run_id} loss {loss:.3f} r(20) {np.mean(window):.3f}")

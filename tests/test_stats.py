@@ -1,0 +1,125 @@
+"""Bootstrap and permutation over sounds from per-sound score statistics."""
+
+import numpy as np
+import pytest
+
+from encoders.scores import frame_stats, pearson_from_stats
+from encoders.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test, score
+
+
+def _runs(seed, n_sounds=40, n_voxels=10, n_frames=10, noise_a=1.0, noise_b=1.0):
+    """Per-sound stats of two runs predicting the same observations.
+
+    Sounds differ in difficulty (the gain of the evoked response, shared by both runs), so the
+    runs' scores rise and fall together from sound to sound.
+    """
+    rng = np.random.default_rng(seed)
+    gain = rng.uniform(0.1, 2.0, size=(n_sounds, 1, 1))
+    S = gain * rng.standard_normal((n_sounds, n_frames, n_voxels))
+    O = S + rng.standard_normal(S.shape)
+    P_a = S + noise_a * rng.standard_normal(S.shape)
+    P_b = S + noise_b * rng.standard_normal(S.shape)
+    a = np.stack([frame_stats(p, o) for p, o in zip(P_a, O)])
+    b = np.stack([frame_stats(p, o) for p, o in zip(P_b, O)])
+    return a, b
+
+
+def test_score_is_mean_voxel_r_of_pooled_sounds_and_skips_unscored():
+    a, _ = _runs(0)
+    assert score(a) == pytest.approx(pearson_from_stats(a.sum(0)).mean(), rel=1e-12)
+    padded = np.concatenate([np.zeros((3, *a.shape[1:])), a])
+    assert score(padded) == pytest.approx(score(a), rel=1e-12)
+    # Unscored sounds are not resampled either: the same draws give the same interval.
+    assert bootstrap_ci(padded, n_boot=200) == bootstrap_ci(a, n_boot=200)
+
+
+def test_bootstrap_contains_estimate_and_narrows_with_more_sounds():
+    few, _ = _runs(1, n_sounds=15)
+    many, _ = _runs(1, n_sounds=240)
+    widths = []
+    for stats in (few, many):
+        low, high = bootstrap_ci(stats, n_boot=500, seed=3)
+        assert low < score(stats) < high
+        widths.append(high - low)
+    assert widths[1] < 0.5 * widths[0]
+    assert bootstrap_ci(few, n_boot=500, seed=3, level=0.5)[1] - bootstrap_ci(
+        few, n_boot=500, seed=3, level=0.5)[0] < widths[0]
+
+
+def test_chunked_resamples_match_one_chunk(monkeypatch):
+    import encoders.stats as st
+
+    a, b = _runs(2)
+    whole = paired_bootstrap(a, b, n_boot=300, seed=5)
+    p_whole = paired_permutation_test(a, b, n_perm=300, seed=5)
+    monkeypatch.setattr(st, "_CHUNK_BYTES", a[0].nbytes * 7)  # several small chunks
+    np.testing.assert_allclose(paired_bootstrap(a, b, n_boot=300, seed=5)[1], whole[1])
+    assert paired_permutation_test(a, b, n_perm=300, seed=5) == p_whole
+
+
+def test_paired_interval_narrower_than_unpaired():
+    a, b = _runs(4, n_sounds=60, noise_a=0.8, noise_b=1.0)
+    delta, (low, high) = paired_bootstrap(a, b, n_boot=1000, seed=0)
+    assert delta == pytest.approx(score(a) - score(b), rel=1e-12)
+    assert low < delta < high
+    wa = np.subtract(*bootstrap_ci(a, n_boot=1000, seed=1)[::-1])
+    wb = np.subtract(*bootstrap_ci(b, n_boot=1000, seed=2)[::-1])
+    # Independent intervals: the difference would spread about sqrt(wa^2 + wb^2) (< wa + wb).
+    assert high - low < 0.5 * np.hypot(wa, wb)
+
+
+def test_permutation_detects_a_planted_difference():
+    a, b = _runs(5, n_sounds=30, noise_a=0.5, noise_b=1.5)
+    p = paired_permutation_test(a, b, n_perm=1000, seed=0)
+    assert p < 0.01
+    assert p >= 1 / 1001  # the observed statistic counts as one permutation
+    assert paired_permutation_test(b, a, n_perm=1000, seed=0) == p  # two-sided
+
+
+def test_permutation_is_calibrated_under_the_null():
+    p_values = []
+    for seed in range(20):
+        a, b = _runs(100 + seed, n_sounds=20, n_voxels=5)
+        p_values.append(paired_permutation_test(a, b, n_perm=200, seed=seed))
+    p_values = np.array(p_values)
+    assert p_values[0] > 0.05
+    assert np.mean(p_values < 0.05) <= 0.15
+    assert 0.3 < np.mean(p_values) < 0.7
+    assert np.mean(p_values > 0.5) >= 0.25  # spread, not piled up at one end
+
+
+def test_identical_runs_give_zero_delta_and_p_one():
+    a, _ = _runs(6)
+    delta, (low, high) = paired_bootstrap(a, a.copy())
+    assert delta == 0.0 and low == 0.0 and high == 0.0
+    assert paired_permutation_test(a, a.copy(), n_perm=100) == 1.0
+
+
+def test_runs_must_score_the_same_sounds():
+    a, b = _runs(7, n_sounds=6)
+    b[2] = 0.0  # sound 2 never scored in run b
+    with pytest.raises(ValueError, match=r"same sounds.*n differing at sounds \[2\]"):
+        paired_bootstrap(a, b)
+    with pytest.raises(ValueError, match=r"same sounds.*differing"):
+        paired_permutation_test(a, b[:5])
+    with pytest.raises(ValueError, match=r"'stats' parameter.*at least one scored sound"):
+        score(np.zeros((3, 6, 2)))
+    with pytest.raises(ValueError, match=r"'stats' parameter.*n_sounds, 6, n_voxels\)"):
+        bootstrap_ci(a[0])
+    with pytest.raises(ValueError, match=r"'level' parameter.*\(0, 1\), but got 95"):
+        bootstrap_ci(a, level=95)
+
+
+def test_replicates_average_scores_and_share_resamples():
+    a, b = _runs(3, n_sounds=20)
+    c, d = _runs(4, n_sounds=20)
+    reps = np.stack([a, c])
+    assert score(reps) == pytest.approx((score(a) + score(c)) / 2)
+    low, high = bootstrap_ci(reps)
+    assert low < score(reps) < high
+    delta, _ = paired_bootstrap(reps, np.stack([b, d]))
+    assert delta == pytest.approx(score(reps) - score(np.stack([b, d])))
+    partial = reps.copy()
+    partial[1, 5] = 0.0  # sound 5 scored in one replicate only
+    with pytest.raises(ValueError, match=r"scored in some replicates only"):
+        score(partial)
