@@ -30,7 +30,7 @@ class PretrainSettings:
 
     size: str = "tiny"
     steps: int = 400
-    lr: float = 2e-3
+    lr: float = 1e-3
     warmup_steps: int = 40
     seed: int = 0
     corpus: str | None = None  # folder of audio files; None: synthetic sounds

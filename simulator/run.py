@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from encoders.client import EncoderClient, spawn_service
 from replay.store import open_recording
@@ -45,8 +46,13 @@ def align(features: np.ndarray, n_frames: int) -> np.ndarray:
 
 def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> RunResult:
     """Replay one run; return what it produced. Runs in a worker process."""
+    torch.set_num_threads(spec.config["model"]["threads"])
+    with threadpool_limits(limits=spec.config["model"]["threads"], user_api="blas"):
+        return _execute_run(spec, store, endpoint, progress)
+
+
+def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> RunResult:
     cfg, learning = spec.config, spec.config["learning"]
-    torch.set_num_threads(cfg["model"]["threads"])
     recording = open_recording(store)
     model, optimizer_state, _ = load_checkpoint(cfg["model"]["checkpoint"])
     model.to(cfg["model"]["device"])

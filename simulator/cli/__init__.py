@@ -1,5 +1,30 @@
-"""Command-line entry point (filled in as subcommands land)."""
+"""The ``cortexreplay`` command: one short module per subcommand, each parsing and calling the library."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from encoders.client import EncoderError
+
+from . import encoder, inspect, pretrain, run, summary, synth
+
+COMMANDS = (synth, pretrain, inspect, run, summary, encoder)
 
 
-def main(argv=None):
-    raise SystemExit("cortexreplay: no subcommands yet")
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cortexreplay",
+        description="Replay auditory-cortex recordings through continuously learning audio networks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ValueError, EncoderError, FileNotFoundError) as err:
+        # A user's mistake gets one line that says what is wrong, never a traceback.
+        print(f"cortexreplay {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cortexreplay {args.command}: interrupted", file=sys.stderr)
+        return 130

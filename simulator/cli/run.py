@@ -1,0 +1,28 @@
+"""`cortexreplay run`: run every variant of a scenario and write a results store."""
+from ..run import run_scenario
+from ..scenario import load_scenario
+
+
+def add_parser(sub):
+    p = sub.add_parser("run", help="replay a recording through every variant of a scenario")
+    p.add_argument("scenario", help="scenario TOML file")
+    p.add_argument("--store", help="recording store (default: the scenario's data.store)")
+    p.add_argument("--results", help="results store (default: results/<scenario>.zarr)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario key, e.g. --set learning.lr=1e-3 (repeatable)")
+    p.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: cores)")
+    p.add_argument("--force", action="store_true", help="redo runs already in the results store")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=main)
+
+
+def main(args):
+    scenario = load_scenario(args.scenario, args.sets)
+    stores = {v["data"]["store"] for v in scenario.variants.values()}
+    store = args.store or (stores.pop() if len(stores) == 1 else "")
+    if not store:
+        raise ValueError("no recording store: pass --store or set data.store in the scenario")
+    results = args.results or f"results/{scenario.name}.zarr"
+    written = run_scenario(scenario, store, results, jobs=args.jobs, force=args.force,
+                           progress_bar=not args.no_progress)
+    print(f"run: {len(written)} run(s) written to {results}")
