@@ -69,8 +69,8 @@ class EncoderClient:
 
 
 def spawn_service(bind: str = "tcp://127.0.0.1:*", timeout_s: float = 60.0):
-    """Start ``python -m encoders.service`` as a child process; return (process, endpoint)."""
-    proc = subprocess.Popen([sys.executable, "-m", "encoders.service", "--bind", bind],
+    """Start ``python -m encoders`` (the service) as a child process; return (process, endpoint)."""
+    proc = subprocess.Popen([sys.executable, "-m", "encoders", "--bind", bind],
                             stdout=subprocess.PIPE, stderr=None, text=True)
     line = proc.stdout.readline().strip()
     if not line.startswith("listening on "):

@@ -1,6 +1,6 @@
 """The encoder service: prequential encoding models behind a ZeroMQ ROUTER socket.
 
-Run it with ``cortexreplay encoder serve --bind ENDPOINT`` (or ``python -m encoders.service``).
+Run it with ``cortexreplay encoder serve --bind ENDPOINT`` (or ``python -m encoders``).
 Each client opens a *run* (layers, voxels, lags, alpha), then sends trials; the service predicts
 each trial before learning from it and answers with the trial's scores. A malformed or invalid
 request gets an ``error`` reply and is counted; the service never dies on bad input.
@@ -143,5 +143,3 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
