@@ -24,7 +24,7 @@ $(DEMO)/checkpoint/pretrain.json: | $(STAMP)
 
 $(DEMO)/recording.zarr/zarr.json: $(DEMO)/checkpoint/pretrain.json
 	$(CLI) synth --out $(DEMO)/recording.zarr --checkpoint $(DEMO)/checkpoint --seed 0 \
-		--sounds 64 --duration 2 --subjects 1 --voxels 300 --repeats 2 --plasticity 1 --retention 0.9 --snr 1
+		--sounds 64 --duration 2 --subjects 1 --voxels 300 --repeats 2 --plasticity 3e-3 --retention 0.9 --snr 1
 
 demo: $(STAMP) $(DEMO)/recording.zarr/zarr.json
 	$(CLI) run scenarios/demo.toml --store $(DEMO)/recording.zarr --results $(DEMO)/results.zarr \

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from river.stats import Mean
+from river.utils import Rolling
 from threadpoolctl import threadpool_limits
 
 from encoders.client import EncoderClient, spawn_service
@@ -156,7 +158,7 @@ def _run_pool(todo, store, endpoint, jobs, root, progress_bar, log) -> list[str]
     progress = manager.Queue()
     total = sum(len(open_recording(store).events(s.subject, s.config["data"]["session"])) for s in todo)
     bar = tqdm(total=total, unit="trial", disable=not progress_bar, dynamic_ncols=True)
-    rolling: dict[str, list[float]] = {}
+    rolling: dict[str, Rolling] = {}
     written = []
     with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         pending = {pool.submit(execute_run, s, store, endpoint, progress): s for s in todo}
@@ -182,8 +184,7 @@ def _drain(progress, bar, rolling) -> None:
             run_id, _, loss, r = progress.get_nowait()
         except (queue_module.Empty, EOFError, OSError):
             return
-        window = rolling.setdefault(run_id, [])
-        window.append(r)
-        del window[:-20]
+        window = rolling.setdefault(run_id, Rolling(Mean, window_size=20))
+        window.update(r)
         bar.update(1)
-        bar.set_postfix_str(f"{run_id} loss {loss:.3f} r(20) {np.mean(window):.3f}")
+        bar.set_postfix_str(f"{run_id} loss {loss:.3f} r(20) {window.get():.3f}")

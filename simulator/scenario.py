@@ -53,7 +53,6 @@ DEFAULTS = {
         "warmup": 10,              # trials learned from but not scored
         "layers": ["all"],
     },
-    "stats": {"n_boot": 1000, "n_perm": 1000, "seed": 0},
 }
 CHOICES = {"mode": MODES, "order": ORDERS}
 TOP_ONLY = ("variants", "compare")
