@@ -1,0 +1,1 @@
+"""Benchmarks: each compares cortexreplay against a baseline measured in the same run (ratios)."""

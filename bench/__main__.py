@@ -1,0 +1,31 @@
+"""``python -m bench`` (``make bench``): run every benchmark, write JSON and docs/performance.md."""
+import json
+import platform
+import sys
+from pathlib import Path
+
+from . import encoder_step, learner_step
+
+BENCHES = (learner_step, encoder_step)
+
+
+def main() -> int:
+    out_dir = Path("bench/results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for bench in BENCHES:
+        result = bench.run()
+        result["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
+                             "processor": platform.processor() or platform.machine()}
+        (out_dir / f"{bench.__name__.split('.')[-1]}.json").write_text(json.dumps(result, indent=2))
+        sections.append(bench.markdown(result))
+        print(sections[-1])
+    header = ("# Performance\n\nMade by `make bench` (`python -m bench`); JSON in bench/results/. Every "
+              "figure is a ratio against a baseline timed in the same run, on the machine named in "
+              "each section, so it holds across machines better than seconds do.\n\n")
+    Path("docs/performance.md").write_text(header + "\n".join(sections))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
