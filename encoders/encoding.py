@@ -41,6 +41,7 @@ class PrequentialEncoder:
     def __init__(self, layers, n_voxels: int, n_sounds: int, lags=(0,), alpha: float = 1.0,
                  warmup: int = 0):
         self.layers, self.lags = list(layers), list(lags)
+        self.n_voxels = int(n_voxels)
         self.models = {name: OnlineRidge(alpha=alpha, standardize=True) for name in self.layers}
         self.scores = {name: PrequentialScore(n_sounds, n_voxels, warmup) for name in self.layers}
         self.n_trials = 0
@@ -50,15 +51,10 @@ class PrequentialEncoder:
 
         ``features[layer]`` is (n_frames, n_features) aligned with ``frames`` (n_frames, n_voxels).
         """
-        missing = [name for name in self.layers if name not in features]
-        if missing:
-            raise ValueError(f"trial {trial} lacks features for layer(s) {missing}")
+        frames = np.asarray(frames)
+        designs = self._designs(trial, features, frames)
         trial_r = {}
-        for name in self.layers:
-            X = lagged(np.asarray(features[name]), self.lags)
-            if X.shape[0] != frames.shape[0]:
-                raise ValueError(f"features of layer {name!r} have {X.shape[0]} frames but the "
-                                 f"trial has {frames.shape[0]} brain frames")
+        for name, X in designs.items():
             model = self.models[name]
             fitted = hasattr(model, "n_features_in_")
             P = model.predict(X) if fitted else np.zeros_like(frames)
@@ -66,6 +62,33 @@ class PrequentialEncoder:
             model.partial_fit(X, frames)
         self.n_trials += 1
         return trial_r
+
+    def _designs(self, trial: int, features: dict, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """Every layer's lagged design, all checked before any layer scores or learns: a trial
+        refused for one layer must leave the others as they were."""
+        missing = [name for name in self.layers if name not in features]
+        if missing:
+            raise ValueError(f"trial {trial} lacks features for layer(s) {missing}")
+        if frames.ndim != 2 or frames.shape[1] != self.n_voxels:
+            raise ValueError(f"Invalid value for the 'frames' parameter. Allowed values are 2-D "
+                             f"arrays (n_frames, {self.n_voxels} voxels), but got shape "
+                             f"{frames.shape} instead.")
+        if not np.isfinite(frames).all():
+            raise ValueError(f"the brain frames of trial {trial} hold non-finite values")
+        designs = {}
+        for name in self.layers:
+            X = lagged(np.asarray(features[name]), self.lags)
+            if X.shape[0] != frames.shape[0]:
+                raise ValueError(f"features of layer {name!r} have {X.shape[0]} frames but the "
+                                 f"trial has {frames.shape[0]} brain frames")
+            expected = getattr(self.models[name], "n_features_in_", X.shape[1])
+            if X.shape[1] != expected:
+                raise ValueError(f"layer {name!r} has {X.shape[1] // len(self.lags)} features, "
+                                 f"but its encoder expects {expected // len(self.lags)}")
+            if not np.isfinite(X).all():
+                raise ValueError(f"features of layer {name!r} hold non-finite values")
+            designs[name] = X
+        return designs
 
     def r(self) -> dict[str, np.ndarray]:
         """Prequential Pearson r per voxel, per layer."""

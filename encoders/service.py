@@ -80,11 +80,18 @@ class EncoderService:
             identity, msg = wire.recv_from(self.socket)
             seq = msg.seq
             kind, fields, arrays = self._dispatch(msg)
-        except (wire.ProtocolError, ValueError, KeyError, TypeError) as err:
+        except zmq.ZMQError:  # the socket or its context is gone: not the peer's fault, stop
+            raise
+        except Exception as err:  # noqa: BLE001 - bad input must never stop the service
             self.errors += 1
             identity = identity or getattr(err, "identity", None)
-            log.warning("rejected request %d: %s", self.errors, err)
-            kind, fields, arrays = "error", {"reason": str(err), "errors": self.errors}, None
+            if isinstance(err, (ValueError, KeyError, TypeError)):  # includes wire.ProtocolError
+                log.warning("rejected request %d: %s", self.errors, err)
+                reason = str(err)
+            else:  # no check foresaw it (e.g. a JSON number too large for int): log the trace
+                log.exception("rejected request %d", self.errors)
+                reason = f"{type(err).__name__}: {err}"
+            kind, fields, arrays = "error", {"reason": reason, "errors": self.errors}, None
         if identity is not None:
             wire.send_to(self.socket, identity, kind, fields, arrays, seq=seq)
         return not self._stopping

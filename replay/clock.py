@@ -18,7 +18,7 @@ class Pacer:
 
     def __init__(self, speed: float | None = None, clock=time.monotonic, sleep=time.sleep):
         if speed is not None and speed < 0:
-            raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
+            raise ValueError(f"speed must be non-negative (0 or None: as fast as possible), got {speed}")
         self.speed = speed or None
         self._clock, self._sleep = clock, sleep
         self._start = None

@@ -78,7 +78,15 @@ def presentation_order(n_sounds: int, repeats: int, rng: np.random.Generator):
 def synthesize(out: str | Path, checkpoint: str | Path, settings: CortexSettings = CortexSettings(),
                overwrite: bool = False, log=print) -> Path:
     """Write a synthetic recording store at ``out`` and return its path."""
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and the caller's is restored
+    try:
+        return _synthesize(out, checkpoint, settings, overwrite, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _synthesize(out, checkpoint, settings: CortexSettings, overwrite: bool, log) -> Path:
     sounds = make_sound_set(settings.sounds, settings.duration_s, seed=settings.seed)
     ceiling = float(np.sqrt(settings.snr / (1.0 + settings.snr)))
     with RecordingWriter(out, modality="fus", overwrite=overwrite) as writer:

@@ -34,7 +34,7 @@ def pooling_matrix(n_model_frames: int, n_samples: int, sample_rate: float,
     bins = np.minimum((centres * frame_rate).astype(int), n_out - 1)
     pool = np.zeros((n_out, n_model_frames), dtype=np.float32)
     pool[bins, np.arange(n_model_frames)] = 1.0
-    for j in range(1, n_out):  # rare: empty bins only for sounds shorter than a model frame
+    for j in range(1, n_out):  # rare: a last bin of a few ms, or a sound shorter than a model frame
         if not pool[j].any():
             pool[j] = pool[j - 1]
     if not pool[0].any():

@@ -5,6 +5,8 @@ and ``"layer_k"`` the output of transformer block k (1-based).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from transformers.utils import logging as hf_logging
@@ -66,12 +68,19 @@ def build_model(size: str = "tiny", seed: int = 0) -> Wav2Vec2ForPreTraining:
 
 
 def load_model(name_or_dir: str) -> Wav2Vec2ForPreTraining:
-    """Load a wav2vec 2.0 pretraining model from a local directory (or a hub id when online)."""
+    """Load a wav2vec 2.0 pretraining model from a local directory (or a hub id already cached).
+
+    Nothing is downloaded at run time (``local_files_only``): a hub id loads only from the local
+    Hugging Face cache, so a mistyped directory fails at once instead of retrying a network.
+    """
     try:
-        return Wav2Vec2ForPreTraining.from_pretrained(name_or_dir)
+        return Wav2Vec2ForPreTraining.from_pretrained(name_or_dir, local_files_only=True)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"cannot load a wav2vec 2.0 model from {name_or_dir!r}: {first} "
+        if not os.path.isdir(name_or_dir):
+            why = "no such directory, nor a cached hub model of that name"
+        else:
+            why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot load a wav2vec 2.0 model from {name_or_dir!r}: {why} "
                          "(make one with 'cortexreplay pretrain --out DIR')") from None
 
 

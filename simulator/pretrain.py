@@ -81,7 +81,15 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings = PretrainSettings(
     if meta_path.exists() and json.loads(meta_path.read_text()).get("settings") == asdict(settings):
         log(f"pretrain: reusing the checkpoint in {out} (same settings)")
         return out
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and the caller's is restored
+    try:
+        return _train(out, settings, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(out: Path, settings: PretrainSettings, log) -> Path:
     clips = load_corpus(settings)
     model = build_model(settings.size, seed=settings.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)

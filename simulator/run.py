@@ -114,6 +114,12 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
     """Run every run of ``scenario`` not already in ``results``; return the run ids written."""
     recording = open_recording(store)
     specs = scenario.runs(recording.subjects)
+    checkpoints = {s.config["model"]["checkpoint"] for s in specs}
+    if "" in checkpoints:
+        raise ScenarioError(f"{scenario.path}: model.checkpoint is not set (set it in the file or "
+                            "with --set model.checkpoint=DIR)")
+    for ckpt in checkpoints:  # fail here, once, before anything is written
+        load_checkpoint(ckpt)
     root = open_results(results, scenario.raw)
     todo = []
     for spec in specs:
@@ -127,12 +133,6 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
         todo.append(spec)
     if not todo:
         return []
-    checkpoints = {s.config["model"]["checkpoint"] for s in todo}
-    if "" in checkpoints:
-        raise ScenarioError(f"{scenario.path}: model.checkpoint is not set (set it in the file or "
-                            "with --set model.checkpoint=DIR)")
-    for ckpt in checkpoints:  # fail here, once, rather than in every worker
-        load_checkpoint(ckpt)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     service, endpoint = spawn_service()
     written = []

@@ -56,6 +56,7 @@ DEFAULTS = {
 }
 CHOICES = {"mode": MODES, "order": ORDERS}
 TOP_ONLY = ("variants", "compare")
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "a boolean"}
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,14 @@ def _check_value(value, default, key, path, where):
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not type(default):
-        raise ScenarioError(f"{where}: {path} must be a {type(default).__name__}, "
+        raise ScenarioError(f"{where}: {path} must be {_TYPE_NAMES[type(default)]}, "
                             f"got {value!r}")
     if isinstance(default, list) and default and not all(
             type(v) is type(default[0]) for v in value):
-        raise ScenarioError(f"{where}: {path} must be a list of {type(default[0]).__name__}, "
-                            f"got {value!r}")
+        kind = _TYPE_NAMES[type(default[0])].split()[-1]
+        raise ScenarioError(f"{where}: {path} must be a list of {kind}s, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
-        allowed = ", ".join(repr(c) for c in CHOICES[key])
+        allowed = ", ".join(repr(c) for c in CHOICES[key][:-1]) + f" and {CHOICES[key][-1]!r}"
         raise ScenarioError(f"{where}: invalid value for {path!r}. Allowed values are {allowed}, "
                             f"but got {value!r} instead.")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:

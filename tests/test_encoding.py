@@ -1,0 +1,172 @@
+"""PrequentialEncoder: predict before learn, equal to a batch pipeline on every prefix, warm-up."""
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from encoders.encoding import PrequentialEncoder
+from encoders.lags import lagged
+from encoders.ridge import OnlineRidge
+from encoders.scores import frame_stats, pearson_from_stats
+
+LAGS = [0, 1, 2]
+
+
+def _trials(seed, n_trials, n_frames=10, n_features=4, n_voxels=6, noise=0.3, dtype=np.float64):
+    """Features and frames of a linear FIR cortex: Y = lagged(X) W + noise."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n_features * len(LAGS), n_voxels))
+    out = []
+    for _ in range(n_trials):
+        X = rng.standard_normal((n_frames, n_features))
+        Y = lagged(X, LAGS) @ W + noise * rng.standard_normal((n_frames, n_voxels))
+        out.append((X.astype(dtype), Y.astype(dtype)))
+    return out
+
+
+def _spy_predictions(enc):
+    """Record, per layer, the prediction each trial was scored with (what ``update`` received)."""
+    seen = {name: [] for name in enc.layers}
+    for name, score in enc.scores.items():
+        original = score.update
+
+        def update(trial, sound, P, O, _name=name, _original=original):
+            seen[_name].append(np.array(P))
+            return _original(trial, sound, P, O)
+
+        score.update = update
+    return seen
+
+
+def test_prediction_of_a_trial_does_not_depend_on_that_trial():
+    trials = _trials(0, 6)
+    predictions = []
+    for variant in range(2):
+        enc = PrequentialEncoder(["a"], n_voxels=6, n_sounds=6, lags=LAGS, alpha=1.0)
+        seen = _spy_predictions(enc)
+        for t, (X, Y) in enumerate(trials):
+            if t == 5 and variant == 1:
+                Y = Y + 100.0 * np.random.default_rng(1).standard_normal(Y.shape)  # other frames
+            enc.step(t, t, {"a": X}, Y)
+        predictions.append(seen["a"][5])
+    np.testing.assert_array_equal(predictions[0], predictions[1])
+
+
+def test_random_targets_score_near_zero_although_learning_first_would_fit_them():
+    # 24 lagged features, 2 trials of 8 frames: a ridge that had learned the trial (16 samples,
+    # 24 features, tiny alpha) interpolates it (r ~ 1); predicting it beforehand cannot do better
+    # than chance on targets independent of everything before.
+    rng = np.random.default_rng(2)
+    n_frames, n_voxels = 8, 200
+    X0, X1 = (rng.standard_normal((n_frames, 8)) for _ in range(2))
+    Y0, Y1 = (rng.standard_normal((n_frames, n_voxels)) for _ in range(2))
+    enc = PrequentialEncoder(["a"], n_voxels=n_voxels, n_sounds=2, lags=LAGS, alpha=1e-6)
+    enc.step(0, 0, {"a": X0}, Y0)
+    trial_r = enc.step(1, 1, {"a": X1}, Y1)["a"]
+
+    cheat = OnlineRidge(alpha=1e-6, standardize=True)
+    cheat.partial_fit(lagged(X0, LAGS), Y0).partial_fit(lagged(X1, LAGS), Y1)
+    cheat_r = pearson_from_stats(frame_stats(cheat.predict(lagged(X1, LAGS)), Y1)).mean()
+    assert cheat_r > 0.99
+    assert abs(trial_r) < 0.2
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-7), (np.float32, 2e-3)])
+def test_equals_batch_standardscaler_ridge_on_every_prefix(dtype, rtol):
+    alpha = 3.0
+    trials = _trials(3, 8, dtype=dtype)
+    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_sounds=8, lags=LAGS, alpha=alpha)
+    seen = _spy_predictions(enc)
+    for t, (X, Y) in enumerate(trials):
+        # Layer b sees other features (a scaled, shifted copy) of the same trial.
+        enc.step(t, t, {"a": X, "b": 5.0 * X[:, ::-1] + 2.0}, Y)
+    for name, transform in (("a", lambda X: X), ("b", lambda X: 5.0 * X[:, ::-1] + 2.0)):
+        np.testing.assert_array_equal(seen[name][0], np.zeros_like(trials[0][1]))
+        for k in range(1, len(trials)):
+            X_past = np.vstack([lagged(transform(X), LAGS) for X, _ in trials[:k]]).astype(np.float64)
+            Y_past = np.vstack([Y for _, Y in trials[:k]]).astype(np.float64)
+            batch = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(X_past, Y_past)
+            expected = batch.predict(lagged(transform(trials[k][0]), LAGS).astype(np.float64))
+            assert seen[name][k].dtype == dtype
+            np.testing.assert_allclose(seen[name][k], expected, rtol=rtol,
+                                       atol=rtol * np.abs(expected).max(), err_msg=f"{name} {k}")
+
+
+def test_warmup_trials_are_learned_from_but_not_scored():
+    trials = _trials(4, 9)
+    warmup = 3
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_sounds=9, lags=LAGS, alpha=1.0, warmup=warmup)
+    seen = _spy_predictions(enc)
+    for t, (X, Y) in enumerate(trials):
+        enc.step(t, t, {"a": X}, Y)
+    stats = enc.sound_stats()
+    assert stats.shape == (1, 9, 6, 6)
+    assert not stats[0, :warmup].any()
+    assert (stats[0, warmup:, 0] == 10).all()  # n frames of each scored sound
+    assert enc.scores["a"].n_scored_trials == len(trials) - warmup
+    assert enc.n_trials == len(trials)
+    P = np.vstack(seen["a"][warmup:])
+    O = np.vstack([Y for _, Y in trials[warmup:]])
+    np.testing.assert_allclose(enc.r()["a"], pearson_from_stats(frame_stats(P, O)), rtol=1e-10)
+    assert enc.r()["a"].mean() > 0.8  # learned during the warm-up: the first scored trial is good
+    np.testing.assert_allclose(seen["a"][warmup], trials[warmup][1], atol=3.0)
+
+
+def test_repeated_sound_pools_into_one_row():
+    trials = _trials(5, 4)
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_sounds=2, lags=LAGS, alpha=1.0)
+    for t, (X, Y) in enumerate(trials):
+        enc.step(t, t % 2, {"a": X}, Y)
+    assert enc.sound_stats()[0, :, 0, 0].tolist() == [20.0, 20.0]
+
+
+def test_trial_r_is_the_voxel_mean_r_of_the_trial():
+    trials = _trials(6, 5)
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_sounds=5, lags=LAGS, alpha=1.0)
+    seen = _spy_predictions(enc)
+    for t, (X, Y) in enumerate(trials):
+        trial_r = enc.step(t, t, {"a": X}, Y)["a"]
+    assert trial_r == pytest.approx(pearson_from_stats(frame_stats(seen["a"][-1], Y)).mean())
+    assert trial_r > 0.8
+
+
+def test_frames_and_features_of_different_lengths_are_refused():
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_sounds=2, lags=LAGS)
+    X = np.zeros((8, 4))
+    with pytest.raises(ValueError, match=r"features of layer 'a' have 8 frames but the trial has 7 "
+                                         r"brain frames"):
+        enc.step(0, 0, {"a": X}, np.zeros((7, 6)))
+
+
+def test_missing_layer_is_refused():
+    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_sounds=2, lags=LAGS)
+    with pytest.raises(ValueError, match=r"trial 0 lacks features for layer\(s\) \['b'\]"):
+        enc.step(0, 0, {"a": np.zeros((8, 4))}, np.zeros((8, 6)))
+
+
+@pytest.mark.parametrize("features, frames, match", [
+    ({"a": np.ones((10, 4)), "b": np.ones((9, 4))}, np.ones((10, 6)), "layer 'b' have 9 frames"),
+    ({"a": np.ones((10, 4)), "b": np.ones((10, 5))}, np.ones((10, 6)), "layer 'b' has 5 features"),
+    ({"a": np.ones((10, 4)), "b": np.ones((10, 4))}, np.ones((10, 7)), r"6 voxels\), but got shape \(10, 7\)"),
+    ({"a": np.ones((10, 4)), "b": np.ones((10, 4))}, np.ones(10), "2-D"),
+    ({"a": np.ones((10, 4)), "b": np.ones((10, 4))}, np.array(1.0), "2-D"),
+    ({"a": np.ones((10, 4)), "b": np.full((10, 4), np.nan)}, np.ones((10, 6)), "finite"),
+])
+def test_a_refused_trial_changes_nothing(features, frames, match):
+    # A trial refused for any layer must leave every layer as it was: a service that answers
+    # 'error' and carries on would otherwise keep a half-learned trial.
+    trials = _trials(7, 3)
+    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_sounds=4, lags=LAGS)
+    for t, (X, Y) in enumerate(trials[:2]):
+        enc.step(t, t, {"a": X, "b": X}, Y)
+    before = enc.sound_stats().copy(), {n: m.state_dict() for n, m in enc.models.items()}
+    with pytest.raises(ValueError, match=match):
+        enc.step(2, 2, features, frames)
+    np.testing.assert_array_equal(enc.sound_stats(), before[0])
+    for name, model in enc.models.items():
+        assert model.n_samples_seen_ == before[1][name]["n_samples_seen_"]
+        np.testing.assert_array_equal(model.xx_, before[1][name]["xx_"])
+    assert enc.n_trials == 2
+    X, Y = trials[2]
+    assert enc.step(2, 2, {"a": X, "b": X}, Y)["a"] > 0.5  # and it still works

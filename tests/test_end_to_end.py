@@ -1,0 +1,147 @@
+"""The whole pipeline through the CLI: a scenario run over a real recording, checkpoint and encoder process."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simulator.cli import main
+from simulator.results import read_runs
+
+pytestmark = pytest.mark.timeout(300)
+
+SCENARIO = """\
+description = "end-to-end test"
+mode = "continuous"
+order = "recorded"
+seeds = [0]
+compare = [["continuous", "frozen"], ["continuous", "continuous-shuffled"]]
+
+[learning]
+lr = 3e-3
+steps_per_sound = 1
+retention = 0.9
+
+[encoder]
+lags = [0, 1, 2]
+warmup = 2
+
+[variants.frozen]
+mode = "frozen"
+
+[variants.continuous]
+
+[variants.continuous-shuffled]
+order = "shuffled"
+"""
+N_EVENTS, N_VOXELS, WARMUP = 12, 24, 2
+
+
+def _command():
+    script = Path(sys.executable).with_name("cortexreplay")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_recording, tiny_checkpoint):
+    """One `cortexreplay run` of the scenario, as a separate process (it starts the encoder process)."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    scenario = tmp / "e2e.toml"
+    scenario.write_text(SCENARIO)
+    argv = ["run", str(scenario), "--store", str(tiny_recording), "--results", str(tmp / "res.zarr"),
+            "--set", f"model.checkpoint={tiny_checkpoint}", "--jobs", "2", "--no-progress"]
+    proc = subprocess.run([*_command(), *argv], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return argv, tmp / "res.zarr", proc
+
+
+def test_run_writes_every_run(finished):
+    _, results, proc = finished
+    assert f"run: 3 run(s) written to {results}" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    runs = {r["variant"]: r for r in read_runs(results)}
+    assert sorted(runs) == ["continuous", "continuous-shuffled", "frozen"]
+    for name, run in runs.items():
+        assert run["run_id"] == f"{name}/sub-01/seed-0" and run["complete"]
+        n_layers = len(run["layers"])
+        assert n_layers >= 2 and run["layers"][0] == "cnn"
+        trials, scores = run["trials"], run["scores"]
+        for field, value in trials.items():
+            assert value.shape[0] == N_EVENTS, field
+        assert trials["delta_w"].shape == trials["trial_r"].shape == (N_EVENTS, n_layers)
+        assert scores["r"].shape == scores["r2"].shape == (n_layers, N_VOXELS)
+        assert scores["event_stats"].shape == (n_layers, N_EVENTS, 6, N_VOXELS)
+        assert np.isfinite(scores["r"]).all() and np.isfinite(trials["trial_r"]).all()
+        assert sorted(trials["event"].tolist()) == list(range(N_EVENTS))
+        # The warm-up events (the first replayed) are not scored, every other one is.
+        n = scores["event_stats"][:, :, 0, 0]
+        assert (n[:, trials["event"][:WARMUP]] == 0).all()
+        assert (n[:, trials["event"][WARMUP:]] > 0).all()
+        assert run["config"]["learning"]["lr"] == 3e-3 and run["config"]["encoder"]["lags"] == [0, 1, 2]
+        assert run["mode"] == ("frozen" if name == "frozen" else "continuous")
+    frozen, cont, shuf = runs["frozen"], runs["continuous"], runs["continuous-shuffled"]
+    assert np.isnan(frozen["trials"]["loss"]).all()
+    assert (frozen["trials"]["delta_w"] == 0).all()
+    for run in (cont, shuf):
+        assert np.isfinite(run["trials"]["loss"]).all() and (run["trials"]["loss"] > 0).all()
+        assert (run["trials"]["delta_w"] > 0).all()
+    assert cont["trials"]["event"].tolist() == list(range(N_EVENTS))
+    assert shuf["trials"]["event"].tolist() != list(range(N_EVENTS))
+    assert shuf["order"] == "shuffled"
+    # The frozen network replays the same features in the same order: both recorded-order runs see
+    # the same brain, but only the continuous one changes its features, so the scores differ.
+    assert not np.array_equal(frozen["scores"]["r"], cont["scores"]["r"])
+
+
+def test_summary_json(finished, capsys):
+    _, results, _ = finished
+    assert main(["summary", str(results), "--json", "--n-boot", "200", "--n-perm", "200"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in summary["runs"]}
+    assert sorted(rows) == ["continuous", "continuous-shuffled", "frozen"]
+    for row in rows.values():
+        assert {"name", "mode", "order", "score", "ci95", "layers"} <= set(row)
+        assert row["ci95"][0] <= row["score"] <= row["ci95"][1]
+        assert row["score"] == max(row["layers"].values())
+        assert -1 <= row["score"] <= 1
+    assert (rows["frozen"]["mode"], rows["continuous-shuffled"]["order"]) == ("frozen", "shuffled")
+    pairs = [(c["a"], c["b"]) for c in summary["comparisons"]]
+    assert pairs == [("continuous", "frozen"), ("continuous", "continuous-shuffled")]
+    for c in summary["comparisons"]:
+        assert {"a", "b", "delta", "ci95", "p"} <= set(c)
+        assert np.isfinite(c["delta"]) and c["ci95"][0] <= c["ci95"][1] and 0 < c["p"] <= 1
+    # Same order, so the same events are scored: the delta is the difference of the scores. (The
+    # shuffled run left other events in its warm-up, so its comparison uses fewer.)
+    frozen = summary["comparisons"][0]
+    assert frozen["delta"] == pytest.approx(rows["continuous"]["score"] - rows["frozen"]["score"],
+                                            rel=1e-9, abs=1e-12)
+    assert frozen["n_sounds"] == 6
+
+
+def test_rerun_skips_finished_runs(finished, capsys):
+    argv, results, _ = finished
+    before = {r["run_id"]: r["trials"]["loss"] for r in read_runs(results)}
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("already complete, skipped") == 3
+    assert "run: 0 run(s) written" in out
+    after = {r["run_id"]: r["trials"]["loss"] for r in read_runs(results)}
+    assert before.keys() == after.keys()
+    for run_id in before:
+        np.testing.assert_array_equal(before[run_id], after[run_id])
+
+
+def test_changed_setting_needs_force(finished, capsys):
+    argv, results, _ = finished
+    assert main([*argv, "--set", "learning.lr=1e-3"]) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith("cortexreplay run: error: ")
+    assert f"{results} already holds run " in lines[0]
+    assert "made with other settings; pass --force to replace it or choose another --results" in lines[0]
+    assert len(read_runs(results)) == 3

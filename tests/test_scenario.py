@@ -1,0 +1,193 @@
+"""Scenario files: resolution of variants, validation messages, --set overrides, runs."""
+from pathlib import Path
+
+import pytest
+
+from simulator.scenario import DEFAULTS, ScenarioError, load_scenario, parse_set
+
+DEMO = Path(__file__).parent.parent / "scenarios" / "demo.toml"
+
+
+def _write(tmp_path, text, name="scen.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_demo_resolves_three_variants_and_the_compare_pairs():
+    scen = load_scenario(DEMO)
+    assert scen.name == "demo"
+    assert list(scen.variants) == ["pretrained", "continuous", "continuous-shuffled"]
+    assert scen.compare == [("continuous", "pretrained"), ("continuous", "continuous-shuffled")]
+    v = scen.variants
+    assert (v["pretrained"]["mode"], v["pretrained"]["order"]) == ("frozen", "recorded")
+    assert (v["continuous"]["mode"], v["continuous"]["order"]) == ("continuous", "recorded")
+    assert (v["continuous-shuffled"]["mode"], v["continuous-shuffled"]["order"]) == ("continuous", "shuffled")
+    for cfg in v.values():  # the base reaches every variant, defaults fill the rest
+        assert cfg["learning"]["lr"] == 3e-3 and cfg["learning"]["retention"] == 0.9
+        assert cfg["encoder"]["alpha"] == 10.0 and cfg["encoder"]["lags"] == [0, 1, 2, 3, 4, 5]
+        assert cfg["data"]["tail_s"] == DEFAULTS["data"]["tail_s"]
+        assert cfg["learning"]["mask_prob"] == DEFAULTS["learning"]["mask_prob"]
+        assert cfg["model"]["checkpoint"] == "demo/checkpoint"
+        assert set(cfg) == set(DEFAULTS)
+
+
+def test_no_variants_means_one_default_variant(tmp_path):
+    scen = load_scenario(_write(tmp_path, "mode = 'frozen'\n"))
+    assert list(scen.variants) == ["default"] and scen.variants["default"]["mode"] == "frozen"
+    assert scen.compare == []
+
+
+def test_variants_do_not_share_mutable_defaults(tmp_path):
+    scen = load_scenario(_write(tmp_path, "[variants.a]\n[variants.b]\n"))
+    scen.variants["a"]["encoder"]["lags"].append(99)
+    assert scen.variants["b"]["encoder"]["lags"] == DEFAULTS["encoder"]["lags"]
+    assert 99 not in DEFAULTS["encoder"]["lags"]
+
+
+@pytest.mark.parametrize("text, path", [
+    ("[learning]\nlrr = 1e-3\n", "learning.lrr"),
+    ("[variants.x.learning]\nlrr = 1e-3\n", "variants.x.learning.lrr"),
+    ("moed = 'frozen'\n", "moed"),
+    ("[variants.x]\nmoed = 'frozen'\n", "variants.x.moed"),
+])
+def test_unknown_key_names_its_dotted_path(tmp_path, text, path):
+    with pytest.raises(ScenarioError, match=rf"scen\.toml: unknown key '{path}' \(known keys here: ") as err:
+        load_scenario(_write(tmp_path, text))
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_lists_the_known_keys(tmp_path):
+    with pytest.raises(ScenarioError, match="known keys here: lr, mask_prob, mask_span, retention, "
+                                            "steps_per_sound, weight_decay"):
+        load_scenario(_write(tmp_path, "[learning]\nlrr = 1e-3\n"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[learning]\nlr = 'fast'\n", "learning.lr must be a number, got 'fast'"),
+    ("[variants.x.encoder]\nwarmup = 2.5\n", "variants.x.encoder.warmup must be an integer, got 2.5"),
+    ("[encoder]\nlags = [0, 1.5]\n", r"encoder.lags must be a list of integers, got \[0, 1.5\]"),
+    ("seeds = [0, 'a']\n", r"seeds must be a list of integers, got \[0, 'a'\]"),
+    ("[learning]\nlr = -1e-3\n", "learning.lr must not be negative, got -0.001"),
+    ("learning = 3\n", "learning must be a table"),
+    ("[variants]\nx = 3\n", "variants.x must be a table"),
+])
+def test_wrong_type_names_the_path(tmp_path, text, message):
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(_write(tmp_path, text))
+
+
+def test_scalars_promote_to_lists_and_ints_to_floats(tmp_path):
+    cfg = load_scenario(_write(tmp_path, "seeds = 3\n[learning]\nlr = 1\n[data]\nsubjects = 'sub-01'\n")
+                        ).variants["default"]
+    assert cfg["seeds"] == [3] and cfg["data"]["subjects"] == ["sub-01"]
+    assert cfg["learning"]["lr"] == 1.0 and isinstance(cfg["learning"]["lr"], float)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("mode = 'frozn'\n", r"invalid value for 'mode'\. Allowed values are 'frozen' and 'continuous', "
+                         r"but got 'frozn' instead\."),
+    ("[variants.x]\norder = 'shuffle'\n",
+     r"invalid value for 'variants\.x\.order'\. Allowed values are 'recorded', 'shuffled' "
+     r"and 'reversed', but got 'shuffle' instead\."),
+])
+def test_invalid_mode_or_order_lists_the_allowed_values(tmp_path, text, message):
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("compare = [['a', 'nope']]\n[variants.a]\n", r"compare names variant 'nope', but the variants are a"),
+    ("compare = [['a']]\n[variants.a]\n", r"'compare' must be a list of \[a, b\] pairs"),
+    ("variants = {}\n", "'variants' must be a table of named variants"),
+])
+def test_bad_variants_or_compare(tmp_path, text, message):
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("assignment, keys, value", [
+    ("learning.lr=1e-3", ["learning", "lr"], 1e-3),
+    ("encoder.alpha = 10.0", ["encoder", "alpha"], 10.0),
+    ("encoder.lags=[0, 1, 2]", ["encoder", "lags"], [0, 1, 2]),
+    ("seeds=3", ["seeds"], 3),
+    ("order='shuffled'", ["order"], "shuffled"),
+    ("order=shuffled", ["order"], "shuffled"),  # not TOML: taken as a string
+    ("model.checkpoint=/data/ckpt", ["model", "checkpoint"], "/data/ckpt"),
+    ("data.subjects=[\"sub-01\", \"sub-02\"]", ["data", "subjects"], ["sub-01", "sub-02"]),
+    ("description=a=b", ["description"], "a=b"),
+    ("variants.x.learning.lr=2e-4", ["variants", "x", "learning", "lr"], 2e-4),
+])
+def test_parse_set(assignment, keys, value):
+    got_keys, got = parse_set(assignment)
+    assert got_keys == keys and got == value and type(got) is type(value)
+
+
+def test_parse_set_needs_an_equals_sign():
+    with pytest.raises(ScenarioError, match=r"--set expects dotted.key=value, got 'learning.lr'"):
+        parse_set("learning.lr")
+
+
+def test_set_overrides_the_base_and_one_variant():
+    scen = load_scenario(DEMO, ["learning.lr=1e-3", "variants.continuous.learning.steps_per_sound=5",
+                                "encoder.lags=[0, 1]", "model.checkpoint=/data/ckpt"])
+    for name, cfg in scen.variants.items():
+        assert cfg["learning"]["lr"] == 1e-3
+        assert cfg["encoder"]["lags"] == [0, 1]
+        assert cfg["model"]["checkpoint"] == "/data/ckpt"
+        assert cfg["learning"]["steps_per_sound"] == (5 if name == "continuous" else 3)
+
+
+def test_set_is_validated_like_the_file():
+    with pytest.raises(ScenarioError, match="unknown key 'learning.lrr'"):
+        load_scenario(DEMO, ["learning.lrr=1e-3"])
+    with pytest.raises(ScenarioError, match="invalid value for 'mode'"):
+        load_scenario(DEMO, ["mode=sleepy"])
+    with pytest.raises(ScenarioError, match=r"--set learning\.lr\.x=1: 'lr' is not a table"):
+        load_scenario(DEMO, ["learning.lr.x=1"])
+
+
+def test_set_does_not_change_the_file(tmp_path):
+    path = _write(tmp_path, "[learning]\nlr = 1e-3\n")
+    load_scenario(path, ["learning.lr=5e-3"])
+    assert load_scenario(path).variants["default"]["learning"]["lr"] == 1e-3
+
+
+def test_frozen_in_recorded_order_collapses_seeds(tmp_path):
+    text = """seeds = [0, 1, 2]
+[variants.frozen]
+mode = "frozen"
+[variants.frozen-shuffled]
+mode = "frozen"
+order = "shuffled"
+[variants.continuous]
+"""
+    runs = load_scenario(_write(tmp_path, text)).runs(["sub-01", "sub-02"])
+    ids = [r.run_id for r in runs]
+    assert ids == ["frozen/sub-01/seed-0", "frozen/sub-02/seed-0",
+                   *[f"frozen-shuffled/{s}/seed-{k}" for s in ("sub-01", "sub-02") for k in range(3)],
+                   *[f"continuous/{s}/seed-{k}" for s in ("sub-01", "sub-02") for k in range(3)]]
+    assert all(r.config["mode"] == "frozen" for r in runs if r.variant.startswith("frozen"))
+
+
+def test_runs_of_chosen_subjects(tmp_path):
+    scen = load_scenario(_write(tmp_path, "[data]\nsubjects = ['sub-02']\n"))
+    assert [r.run_id for r in scen.runs(["sub-01", "sub-02"])] == ["default/sub-02/seed-0"]
+
+
+def test_unknown_subject_is_refused(tmp_path):
+    scen = load_scenario(_write(tmp_path, "[variants.x.data]\nsubjects = ['sub-01', 'sub-99']\n"))
+    with pytest.raises(ScenarioError, match=r"variants\.x\.data\.subjects names \['sub-99'\], but the "
+                                            r"recording has subjects \['sub-01'\]"):
+        scen.runs(["sub-01"])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ScenarioError, match=r"scenario file '.*nope\.toml' does not exist"):
+        load_scenario(tmp_path / "nope.toml")
+
+
+def test_invalid_toml(tmp_path):
+    with pytest.raises(ScenarioError, match=r"scen\.toml: not valid TOML \(.*line 2") as err:
+        load_scenario(_write(tmp_path, "mode = 'frozen'\nlearning lr = 3\n"))
+    assert "\n" not in str(err.value)

@@ -1,0 +1,326 @@
+"""The encoder service and its client, over real ZeroMQ sockets (inproc, loopback TCP, a child process)."""
+import itertools
+import json
+import re
+import socket
+import threading
+
+import numpy as np
+import pytest
+import zmq
+
+from encoders.client import EncoderClient, EncoderError, spawn_service
+from encoders.encoding import PrequentialEncoder
+from encoders.lags import lagged
+from encoders.service import EncoderService, check_endpoint
+from replay import wire
+
+pytestmark = pytest.mark.timeout(60)
+
+LAYERS, LAGS, N_VOXELS, N_FRAMES = ["a", "b"], [0, 1, 2], 5, 9
+OPEN = {"layers": LAYERS, "n_voxels": N_VOXELS, "n_sounds": 4, "lags": LAGS, "alpha": 2.0,
+        "warmup": 2}
+_names = itertools.count()
+
+
+def _trials(seed, n_trials=8):
+    """(sound, features, frames) of a linear FIR cortex read from layer a; b is noise."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((3 * len(LAGS), N_VOXELS))
+    out = []
+    for t in range(n_trials):
+        Xa = rng.standard_normal((N_FRAMES, 3)).astype(np.float32)
+        Xb = rng.standard_normal((N_FRAMES, 4)).astype(np.float32)
+        Y = (lagged(Xa, LAGS) @ W + 0.5 * rng.standard_normal((N_FRAMES, N_VOXELS))).astype(np.float32)
+        out.append((t % 4, {"a": Xa, "b": Xb}, Y))
+    return out
+
+
+class Served:
+    """An EncoderService answering in a thread, on its own context."""
+
+    def __init__(self, bind):
+        self.context = zmq.Context()
+        self.service = EncoderService(bind, context=self.context)
+        self.thread = threading.Thread(target=self.service.serve_forever, daemon=True)
+        self.thread.start()
+
+    def client(self, timeout_s=5.0):
+        return EncoderClient(self.service.endpoint, timeout_s=timeout_s, context=self.context)
+
+    def raw(self):
+        """A bare DEALER socket that never waits more than 5 s for a reply."""
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.RCVTIMEO, 5000)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.service.endpoint)
+        return sock
+
+    def stop(self):
+        if self.thread.is_alive():
+            client = self.client()
+            try:
+                client.shutdown()
+            finally:
+                client.close()
+        self.thread.join(5)
+        self.context.destroy(linger=0)
+
+
+@pytest.fixture(params=["inproc", "tcp"])
+def served(request):
+    bind = f"inproc://encoder-{next(_names)}" if request.param == "inproc" else "tcp://127.0.0.1:*"
+    s = Served(bind)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def served_inproc():
+    s = Served(f"inproc://encoder-{next(_names)}")
+    yield s
+    s.stop()
+
+
+def _local_run(trials):
+    enc = PrequentialEncoder(LAYERS, OPEN["n_voxels"], OPEN["n_sounds"], OPEN["lags"],
+                             OPEN["alpha"], OPEN["warmup"])
+    trial_r = []
+    for t, (s, f, Y) in enumerate(trials):
+        scores = enc.step(t, s, f, Y)
+        trial_r.append(np.array([scores[n] for n in LAYERS]))
+    r, r2 = enc.r(), enc.r2()
+    final = {"r": np.stack([r[n] for n in LAYERS]), "r2": np.stack([r2[n] for n in LAYERS]),
+             "sound_stats": enc.sound_stats()}
+    return trial_r, final
+
+
+def test_round_trip_equals_a_local_encoder(served):
+    trials = _trials(0)
+    expected_r, expected = _local_run(trials)
+    client = served.client()
+    try:
+        client.open("run-1", **OPEN)
+        for t, (sound, features, frames) in enumerate(trials):
+            np.testing.assert_array_equal(client.trial("run-1", t, sound, features, frames),
+                                          expected_r[t])
+        final = client.finish("run-1")
+    finally:
+        client.close()
+    assert sorted(final) == ["r", "r2", "sound_stats"]
+    for name in final:
+        np.testing.assert_array_equal(final[name], expected[name])
+    assert final["r"].shape == (2, N_VOXELS) and final["sound_stats"].shape == (2, 4, 6, N_VOXELS)
+    assert final["r"][0].mean() > 0.5 > final["r"][1].mean()  # a carries the signal, b does not
+    assert served.service.errors == 0 and served.service.runs == {}  # finish closed the run
+
+
+def test_interleaved_runs_are_independent(served_inproc):
+    runs = {"x": _trials(1, 6), "y": _trials(2, 6)}
+    client = served_inproc.client()
+    try:
+        for run in runs:
+            client.open(run, **OPEN)
+        got = {run: [] for run in runs}
+        for t in range(6):
+            for run, trials in runs.items():
+                sound, features, frames = trials[t]
+                got[run].append(client.trial(run, t, sound, features, frames))
+        finals = {run: client.finish(run) for run in runs}
+    finally:
+        client.close()
+    for run, trials in runs.items():
+        expected_r, expected = _local_run(trials)
+        np.testing.assert_array_equal(np.array(got[run]), np.array(expected_r))
+        np.testing.assert_array_equal(finals[run]["r"], expected["r"])
+
+
+def _with_header(frames, **changes):
+    header = json.loads(bytes(frames[1]))
+    header.update(changes)
+    return [frames[0], json.dumps(header).encode(), *frames[2:]]
+
+
+def _trial_frames(run="run-1", features=None, frames=None, **fields):
+    _, f, Y = _trials(3, 1)[0]
+    features = f if features is None else features
+    arrays = {"frames": Y if frames is None else frames,
+              **{f"features/{k}": v for k, v in features.items()}}
+    return wire.encode("trial", {"run": run, "trial": 0, "sound": 0, **fields}, arrays, seq=7)
+
+
+def _open_frames(**changes):
+    return wire.encode("open", {"run": "run-1", **{**OPEN, **changes}}, seq=3)
+
+
+_, _F, _Y = _trials(3, 1)[0]
+BAD = {
+    "one garbage frame": (True, lambda: [b"\xff\x00garbage"], r"message has 1 frame\(s\)"),
+    "garbage header": (True, lambda: [b"trial", b"\xff\xfe{not json"], "not valid UTF-8"),
+    "json that is not an object": (True, lambda: [b"trial", b"[1, 2]"], "must be a JSON object"),
+    "wrong version": (True, lambda: _with_header(_trial_frames(), v=99),
+                      "Invalid protocol version. Allowed value is 1, but got 99"),
+    "short payload": (True, lambda: _trial_frames()[:-1] + [b"\x00" * 5],
+                      "declares 144 bytes but its frame has 5"),
+    "unknown run": (True, lambda: _trial_frames(run="nope"), "unknown run 'nope'"),
+    "trial before open": (False, lambda: _trial_frames(), "unknown run 'run-1'"),
+    "features missing a layer": (True, lambda: _trial_frames(features={"a": _F["a"]}),
+                                 r"lacks features for layer\(s\) \['b'\]"),
+    "frames with a voxel too many": (True, lambda: _trial_frames(frames=np.zeros((N_FRAMES, 6), np.float32)),
+                                     r"2-D arrays \(n_frames, 5 voxels\), but got shape \(9, 6\)"),
+    "frames with a frame too few": (True, lambda: _trial_frames(frames=_Y[:-1]),
+                                    "have 9 frames but the trial has 8 brain frames"),
+    "0-d frames": (True, lambda: _trial_frames(frames=np.float32(1.0)), r"but got shape \(\)"),
+    "no frames": (True, lambda: wire.encode("trial", {"run": "run-1", "trial": 0, "sound": 0}),
+                  "needs a 'frames' array"),
+    "open without n_voxels": (False, lambda: wire.encode("open", {"run": "r", "layers": ["a"]}),
+                              "'n_voxels'"),
+    "open with a number too large": (False, lambda: _with_header(_open_frames(), n_voxels=10**400),
+                                     "Maximum allowed dimension exceeded"),
+    "open with a float overflow": (False, lambda: [b"open", bytes(_open_frames()[1])[:-1]
+                                                   + b',"n_sounds":1e400}'], "OverflowError"),
+    "sound out of range": (True, lambda: _trial_frames(sound=99), "'sound' parameter"),
+    "a kind the service does not take": (True, lambda: wire.encode("scores", {"run": "run-1"}),
+                                         "does not take 'scores' requests"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_request_gets_an_error_reply_and_the_service_carries_on(served_inproc, case):
+    open_first, make, reason = BAD[case]
+    service = served_inproc.service
+    client = served_inproc.client()
+    sock = served_inproc.raw()
+    try:
+        if open_first:
+            client.open("run-1", **OPEN)
+        sock.send_multipart(make())
+        reply = wire.recv(sock)
+        assert reply.kind == "error"
+        assert reply.header["errors"] == 1 and service.errors == 1
+        assert len(reply.header["reason"]) > 0
+        assert re.search(reason, reply.header["reason"]), reply.header["reason"]
+        assert served_inproc.thread.is_alive()
+        # A valid run still works afterwards, with the same scores as a run on a fresh service.
+        trials = _trials(4, 4)
+        client.open("after", **OPEN)
+        got = [client.trial("after", t, s, f, Y) for t, (s, f, Y) in enumerate(trials)]
+        expected_r, _ = _local_run(trials)
+        np.testing.assert_array_equal(np.array(got), np.array(expected_r))
+        assert service.errors == 1
+    finally:
+        sock.close()
+        client.close()
+
+
+def test_a_refused_trial_leaves_the_run_as_it_was(served_inproc):
+    trials = _trials(5, 5)
+    expected_r, expected = _local_run(trials)
+    client = served_inproc.client()
+    try:
+        client.open("run-1", **OPEN)
+        for t, (s, f, Y) in enumerate(trials):
+            with pytest.raises(EncoderError, match=r"rejected 'trial': features of layer 'b' have 8"):
+                client.trial("run-1", t, s, {"a": f["a"], "b": f["b"][:-1]}, Y)
+            np.testing.assert_array_equal(client.trial("run-1", t, s, f, Y), expected_r[t])
+        np.testing.assert_array_equal(client.finish("run-1")["sound_stats"], expected["sound_stats"])
+    finally:
+        client.close()
+    assert served_inproc.service.errors == len(trials)
+
+
+def test_client_error_names_the_request(served_inproc):
+    client = served_inproc.client()
+    try:
+        with pytest.raises(EncoderError, match=r"encoder service rejected 'finish': unknown run 'x'"):
+            client.finish("x")
+    finally:
+        client.close()
+
+
+def test_client_times_out_when_nobody_answers():
+    with socket.socket() as s:  # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = zmq.Context()
+    client = EncoderClient(f"tcp://127.0.0.1:{port}", timeout_s=0.2, context=context)
+    try:
+        with pytest.raises(EncoderError, match=r"no reply from the encoder service at tcp://127\.0\.0\.1:\d+ "
+                                               r"to 'shutdown' request 1"):
+            client.shutdown()
+    finally:
+        client.close()
+        context.destroy(linger=0)
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://8.8.8.8:5555",
+                                      "tcp://192.168.1.10:5555", "tcp://127.0.0.1.example.org:5555"])
+def test_check_endpoint_refuses_non_loopback_tcp(endpoint):
+    with pytest.raises(ValueError, match="refusing to bind .* binds to the loopback interface only") as err:
+        check_endpoint(endpoint)
+    assert "\n" not in str(err.value) and endpoint in str(err.value)
+
+
+@pytest.mark.parametrize("endpoint", ["udp://127.0.0.1:5555", "127.0.0.1:5555", "tcp://"])
+def test_check_endpoint_refuses_other_schemes(endpoint):
+    with pytest.raises(ValueError, match=r"Invalid endpoint .*: use tcp://127\.0\.0\.1:PORT, ipc://PATH "
+                                         r"or inproc://NAME") as err:
+        check_endpoint(endpoint)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:5555", "tcp://127.0.0.1:*", "tcp://localhost:5555",
+                                      "tcp://[::1]:5555", "ipc:///tmp/encoder.sock", "inproc://encoder"])
+def test_check_endpoint_accepts_loopback_ipc_and_inproc(endpoint):
+    assert check_endpoint(endpoint) == endpoint
+
+
+def test_spawned_service_process_serves_a_run_and_exits_cleanly():
+    trials = _trials(6)
+    expected_r, expected = _local_run(trials)
+    proc, endpoint = spawn_service("tcp://127.0.0.1:*")
+    context = zmq.Context()
+    client = EncoderClient(endpoint, timeout_s=20, context=context)
+    try:
+        assert endpoint.startswith("tcp://127.0.0.1:")
+        client.open("run-1", **OPEN)
+        got = [client.trial("run-1", t, s, f, Y) for t, (s, f, Y) in enumerate(trials)]
+        final = client.finish("run-1")
+        np.testing.assert_allclose(np.array(got), np.array(expected_r), rtol=1e-9, atol=1e-12)
+        for name in expected:
+            np.testing.assert_allclose(final[name], expected[name], rtol=1e-9, atol=1e-12)
+        with pytest.raises(EncoderError, match="unknown run 'run-1'"):  # survives bad input too
+            client.finish("run-1")
+        client.shutdown()
+        assert proc.wait(timeout=20) == 0
+    finally:
+        client.close()
+        context.destroy(linger=0)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def test_spawn_service_reports_a_refused_bind():
+    with pytest.raises(EncoderError, match="the encoder service did not start"):
+        spawn_service("tcp://0.0.0.0:5555")
+
+
+def test_service_stops_when_its_context_is_terminated():
+    # A dead socket is not bad input: the loop must end, not spin on errors.
+    context = zmq.Context()
+    service = EncoderService(f"inproc://encoder-{next(_names)}", context=context)
+    raised = []
+
+    def serve():
+        try:
+            service.serve_forever()
+        except zmq.ZMQError as err:
+            raised.append(err.errno)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    context.term()  # returns once the service has closed its socket
+    thread.join(5)
+    assert not thread.is_alive() and raised == [zmq.ETERM] and service.errors == 0
