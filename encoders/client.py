@@ -44,20 +44,20 @@ class EncoderClient:
             raise EncoderError(f"encoder service rejected {kind!r}: {reply.header.get('reason')}")
         return reply
 
-    def open(self, run: str, layers, n_voxels: int, n_sounds: int, lags, alpha: float,
+    def open(self, run: str, layers, n_voxels: int, n_units: int, lags, alpha: float,
              warmup: int) -> None:
         self.request("open", {"run": run, "layers": list(layers), "n_voxels": int(n_voxels),
-                              "n_sounds": int(n_sounds), "lags": [int(k) for k in lags],
+                              "n_units": int(n_units), "lags": [int(k) for k in lags],
                               "alpha": float(alpha), "warmup": int(warmup)})
 
-    def trial(self, run: str, trial: int, sound: int, features: dict, frames: np.ndarray) -> np.ndarray:
+    def trial(self, run: str, trial: int, unit: int, features: dict, frames: np.ndarray) -> np.ndarray:
         """Send one trial; return its per-layer voxel-mean r (scored before the encoder learned)."""
         arrays = {"frames": frames, **{f"features/{k}": v for k, v in features.items()}}
-        reply = self.request("trial", {"run": run, "trial": int(trial), "sound": int(sound)}, arrays)
+        reply = self.request("trial", {"run": run, "trial": int(trial), "unit": int(unit)}, arrays)
         return np.array(reply.arrays["trial_r"])
 
     def finish(self, run: str) -> dict[str, np.ndarray]:
-        """Close a run; return its per-voxel ``r`` and ``r2`` and per-sound ``sound_stats``."""
+        """Close a run; return its per-voxel ``r`` and ``r2`` and per-unit ``unit_stats``."""
         reply = self.request("finish", {"run": run})
         return {name: np.array(a) for name, a in reply.arrays.items()}
 

@@ -19,7 +19,12 @@ class PrequentialEncoder:
     ----------
     layers : list of str
         Names of the feature spaces (one ridge each; all see the same brain frames).
-    n_voxels, n_sounds : int
+    n_voxels : int
+    n_units : int
+        Number of resampling units. Each trial's score sums go to the row of its unit; the
+        simulator sends the trial's *recorded event* index, so runs that replay the same events
+        in other orders can later be compared on the same scored trials (the summary regroups
+        events by sound).
     lags : list of int
         FIR lags in frames (the hemodynamic delay is learned per voxel and lag).
     alpha : float
@@ -28,7 +33,7 @@ class PrequentialEncoder:
         Trials before this index are learned from but not scored.
 
     >>> rng = np.random.default_rng(0)
-    >>> enc = PrequentialEncoder(["a"], n_voxels=4, n_sounds=3, lags=[0, 1], alpha=1.0, warmup=2)
+    >>> enc = PrequentialEncoder(["a"], n_voxels=4, n_units=3, lags=[0, 1], alpha=1.0, warmup=2)
     >>> W = rng.standard_normal((6, 4))
     >>> for t in range(12):
     ...     X = rng.standard_normal((8, 3)).astype(np.float32)
@@ -38,15 +43,15 @@ class PrequentialEncoder:
     (True, True)
     """
 
-    def __init__(self, layers, n_voxels: int, n_sounds: int, lags=(0,), alpha: float = 1.0,
+    def __init__(self, layers, n_voxels: int, n_units: int, lags=(0,), alpha: float = 1.0,
                  warmup: int = 0):
         self.layers, self.lags = list(layers), list(lags)
         self.n_voxels = int(n_voxels)
         self.models = {name: OnlineRidge(alpha=alpha, standardize=True) for name in self.layers}
-        self.scores = {name: PrequentialScore(n_sounds, n_voxels, warmup) for name in self.layers}
+        self.scores = {name: PrequentialScore(n_units, n_voxels, warmup) for name in self.layers}
         self.n_trials = 0
 
-    def step(self, trial: int, sound: int, features: dict, frames: np.ndarray) -> dict[str, float]:
+    def step(self, trial: int, unit: int, features: dict, frames: np.ndarray) -> dict[str, float]:
         """Score then learn one trial; return the per-layer voxel-mean r of this trial.
 
         ``features[layer]`` is (n_frames, n_features) aligned with ``frames`` (n_frames, n_voxels).
@@ -58,7 +63,7 @@ class PrequentialEncoder:
             model = self.models[name]
             fitted = hasattr(model, "n_features_in_")
             P = model.predict(X) if fitted else np.zeros_like(frames)
-            trial_r[name] = self.scores[name].update(trial, sound, P, frames)
+            trial_r[name] = self.scores[name].update(trial, unit, P, frames)
             model.partial_fit(X, frames)
         self.n_trials += 1
         return trial_r
@@ -97,6 +102,6 @@ class PrequentialEncoder:
     def r2(self) -> dict[str, np.ndarray]:
         return {name: s.r2() for name, s in self.scores.items()}
 
-    def sound_stats(self) -> np.ndarray:
-        """(n_layers, n_sounds, 6, n_voxels) per-sound sufficient statistics."""
+    def unit_stats(self) -> np.ndarray:
+        """(n_layers, n_units, 6, n_voxels) per-unit sufficient statistics."""
         return np.stack([self.scores[name].stats for name in self.layers])

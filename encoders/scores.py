@@ -88,51 +88,52 @@ def r2_from_stats(stats):
 
 
 class PrequentialScore:
-    """Running prequential score: per-sound stats of every trial scored after a warm-up.
+    """Running prequential score: per-unit stats of every trial scored after a warm-up.
 
-    ``update`` adds a trial's ``frame_stats`` to the row of its sound when
+    ``update`` adds a trial's ``frame_stats`` to the row of its unit (a unit, or an event: whatever
+    the caller resamples over later) when
     ``trial_index >= warmup``; ``r()`` and ``r2()`` pool all scored frames per voxel.
 
     Parameters
     ----------
-    n_sounds, n_voxels : int
+    n_units, n_voxels : int
     warmup : int
         Trials with a smaller index are not pooled (the encoder has seen too little).
 
     Attributes
     ----------
-    stats : float64 array (n_sounds, 6, n_voxels)
+    stats : float64 array (n_units, 6, n_voxels)
     n_scored_trials : int
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> score = PrequentialScore(n_sounds=2, n_voxels=3, warmup=1)
-    >>> for trial, sound in enumerate([0, 1, 0]):
+    >>> score = PrequentialScore(n_units=2, n_voxels=3, warmup=1)
+    >>> for trial, unit in enumerate([0, 1, 0]):
     ...     O = rng.standard_normal((5, 3))
-    ...     r_trial = score.update(trial, sound, O + 0.5 * rng.standard_normal((5, 3)), O)
+    ...     r_trial = score.update(trial, unit, O + 0.5 * rng.standard_normal((5, 3)), O)
     >>> round(r_trial, 2), score.n_scored_trials, np.round(score.r(), 2).tolist()
     (0.94, 2, [0.94, 0.84, 0.88])
     """
 
-    def __init__(self, n_sounds, n_voxels, warmup=0):
-        for name, value, low in (("n_sounds", n_sounds, 1), ("n_voxels", n_voxels, 1),
+    def __init__(self, n_units, n_voxels, warmup=0):
+        for name, value, low in (("n_units", n_units, 1), ("n_voxels", n_voxels, 1),
                                  ("warmup", warmup, 0)):
             if not (isinstance(value, (int, np.integer)) and value >= low):
                 raise ValueError(
                     f"Invalid value for the '{name}' parameter. Allowed values are integers "
                     f">= {low}, but got {value!r} instead."
                 )
-        self.n_sounds, self.n_voxels, self.warmup = int(n_sounds), int(n_voxels), int(warmup)
-        self.stats = np.zeros((self.n_sounds, len(STAT_NAMES), self.n_voxels))
+        self.n_units, self.n_voxels, self.warmup = int(n_units), int(n_voxels), int(warmup)
+        self.stats = np.zeros((self.n_units, len(STAT_NAMES), self.n_voxels))
         self.n_scored_trials = 0
 
-    def update(self, trial_index, sound, P, O):
+    def update(self, trial_index, unit, P, O):
         """Score one trial: ``P``, ``O`` (n_frames, n_voxels). Returns its voxel-mean r (float)."""
-        if not (isinstance(sound, (int, np.integer)) and 0 <= sound < self.n_sounds):
+        if not (isinstance(unit, (int, np.integer)) and 0 <= unit < self.n_units):
             raise ValueError(
-                f"Invalid value for the 'sound' parameter. Allowed values are integers in "
-                f"[0, {self.n_sounds}), but got {sound!r} instead."
+                f"Invalid value for the 'unit' parameter. Allowed values are integers in "
+                f"[0, {self.n_units}), but got {unit!r} instead."
             )
         s = frame_stats(P, O)
         if s.shape[1] != self.n_voxels:
@@ -141,7 +142,7 @@ class PrequentialScore:
                 f"{self.n_voxels} voxels, but got {s.shape[1]} instead."
             )
         if trial_index >= self.warmup:
-            self.stats[sound] += s
+            self.stats[unit] += s
             self.n_scored_trials += 1
         return float(pearson_from_stats(s).mean())
 

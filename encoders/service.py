@@ -100,7 +100,7 @@ class EncoderService:
         h = msg.header
         if msg.kind == "open":
             self.runs[str(h["run"])] = PrequentialEncoder(
-                h["layers"], n_voxels=int(h["n_voxels"]), n_sounds=int(h["n_sounds"]),
+                h["layers"], n_voxels=int(h["n_voxels"]), n_units=int(h["n_units"]),
                 lags=h["lags"], alpha=float(h["alpha"]), warmup=int(h["warmup"]))
             return "ack", {"run": h["run"]}, None
         if msg.kind == "trial":
@@ -109,7 +109,7 @@ class EncoderService:
                         if name.startswith("features/")}
             if "frames" not in msg.arrays:
                 raise ValueError("a 'trial' message needs a 'frames' array")
-            trial_r = enc.step(int(h["trial"]), int(h["sound"]), features, msg.arrays["frames"])
+            trial_r = enc.step(int(h["trial"]), int(h["unit"]), features, msg.arrays["frames"])
             return "scores", {"run": h["run"], "trial": h["trial"]}, {
                 "trial_r": np.array([trial_r[name] for name in enc.layers])}
         if msg.kind == "finish":
@@ -118,7 +118,7 @@ class EncoderService:
             return "result", {"run": h["run"], "layers": enc.layers}, {
                 "r": np.stack([r[name] for name in enc.layers]),
                 "r2": np.stack([r2[name] for name in enc.layers]),
-                "sound_stats": enc.sound_stats()}
+                "unit_stats": enc.unit_stats()}
         if msg.kind == "shutdown":
             self._stopping = True
             return "ack", {}, None

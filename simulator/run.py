@@ -106,7 +106,7 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
     trial_arrays = {k: np.asarray(v, dtype=np.int64 if k in ("event", "stimulus", "repeat") else np.float64)
                     for k, v in rows.items()}
     return RunResult(spec.run_id, attrs, trial_arrays,
-                     {"r": final["r"], "r2": final["r2"], "event_stats": final["sound_stats"]})
+                     {"r": final["r"], "r2": final["r2"], "event_stats": final["unit_stats"]})
 
 
 def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None = None,

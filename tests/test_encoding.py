@@ -43,7 +43,7 @@ def test_prediction_of_a_trial_does_not_depend_on_that_trial():
     trials = _trials(0, 6)
     predictions = []
     for variant in range(2):
-        enc = PrequentialEncoder(["a"], n_voxels=6, n_sounds=6, lags=LAGS, alpha=1.0)
+        enc = PrequentialEncoder(["a"], n_voxels=6, n_units=6, lags=LAGS, alpha=1.0)
         seen = _spy_predictions(enc)
         for t, (X, Y) in enumerate(trials):
             if t == 5 and variant == 1:
@@ -61,7 +61,7 @@ def test_random_targets_score_near_zero_although_learning_first_would_fit_them()
     n_frames, n_voxels = 8, 200
     X0, X1 = (rng.standard_normal((n_frames, 8)) for _ in range(2))
     Y0, Y1 = (rng.standard_normal((n_frames, n_voxels)) for _ in range(2))
-    enc = PrequentialEncoder(["a"], n_voxels=n_voxels, n_sounds=2, lags=LAGS, alpha=1e-6)
+    enc = PrequentialEncoder(["a"], n_voxels=n_voxels, n_units=2, lags=LAGS, alpha=1e-6)
     enc.step(0, 0, {"a": X0}, Y0)
     trial_r = enc.step(1, 1, {"a": X1}, Y1)["a"]
 
@@ -76,7 +76,7 @@ def test_random_targets_score_near_zero_although_learning_first_would_fit_them()
 def test_equals_batch_standardscaler_ridge_on_every_prefix(dtype, rtol):
     alpha = 3.0
     trials = _trials(3, 8, dtype=dtype)
-    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_sounds=8, lags=LAGS, alpha=alpha)
+    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=8, lags=LAGS, alpha=alpha)
     seen = _spy_predictions(enc)
     for t, (X, Y) in enumerate(trials):
         # Layer b sees other features (a scaled, shifted copy) of the same trial.
@@ -96,11 +96,11 @@ def test_equals_batch_standardscaler_ridge_on_every_prefix(dtype, rtol):
 def test_warmup_trials_are_learned_from_but_not_scored():
     trials = _trials(4, 9)
     warmup = 3
-    enc = PrequentialEncoder(["a"], n_voxels=6, n_sounds=9, lags=LAGS, alpha=1.0, warmup=warmup)
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=9, lags=LAGS, alpha=1.0, warmup=warmup)
     seen = _spy_predictions(enc)
     for t, (X, Y) in enumerate(trials):
         enc.step(t, t, {"a": X}, Y)
-    stats = enc.sound_stats()
+    stats = enc.unit_stats()
     assert stats.shape == (1, 9, 6, 6)
     assert not stats[0, :warmup].any()
     assert (stats[0, warmup:, 0] == 10).all()  # n frames of each scored sound
@@ -115,15 +115,15 @@ def test_warmup_trials_are_learned_from_but_not_scored():
 
 def test_repeated_sound_pools_into_one_row():
     trials = _trials(5, 4)
-    enc = PrequentialEncoder(["a"], n_voxels=6, n_sounds=2, lags=LAGS, alpha=1.0)
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=2, lags=LAGS, alpha=1.0)
     for t, (X, Y) in enumerate(trials):
         enc.step(t, t % 2, {"a": X}, Y)
-    assert enc.sound_stats()[0, :, 0, 0].tolist() == [20.0, 20.0]
+    assert enc.unit_stats()[0, :, 0, 0].tolist() == [20.0, 20.0]
 
 
 def test_trial_r_is_the_voxel_mean_r_of_the_trial():
     trials = _trials(6, 5)
-    enc = PrequentialEncoder(["a"], n_voxels=6, n_sounds=5, lags=LAGS, alpha=1.0)
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=5, lags=LAGS, alpha=1.0)
     seen = _spy_predictions(enc)
     for t, (X, Y) in enumerate(trials):
         trial_r = enc.step(t, t, {"a": X}, Y)["a"]
@@ -132,7 +132,7 @@ def test_trial_r_is_the_voxel_mean_r_of_the_trial():
 
 
 def test_frames_and_features_of_different_lengths_are_refused():
-    enc = PrequentialEncoder(["a"], n_voxels=6, n_sounds=2, lags=LAGS)
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=2, lags=LAGS)
     X = np.zeros((8, 4))
     with pytest.raises(ValueError, match=r"features of layer 'a' have 8 frames but the trial has 7 "
                                          r"brain frames"):
@@ -140,7 +140,7 @@ def test_frames_and_features_of_different_lengths_are_refused():
 
 
 def test_missing_layer_is_refused():
-    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_sounds=2, lags=LAGS)
+    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=2, lags=LAGS)
     with pytest.raises(ValueError, match=r"trial 0 lacks features for layer\(s\) \['b'\]"):
         enc.step(0, 0, {"a": np.zeros((8, 4))}, np.zeros((8, 6)))
 
@@ -157,13 +157,13 @@ def test_a_refused_trial_changes_nothing(features, frames, match):
     # A trial refused for any layer must leave every layer as it was: a service that answers
     # 'error' and carries on would otherwise keep a half-learned trial.
     trials = _trials(7, 3)
-    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_sounds=4, lags=LAGS)
+    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=4, lags=LAGS)
     for t, (X, Y) in enumerate(trials[:2]):
         enc.step(t, t, {"a": X, "b": X}, Y)
-    before = enc.sound_stats().copy(), {n: m.state_dict() for n, m in enc.models.items()}
+    before = enc.unit_stats().copy(), {n: m.state_dict() for n, m in enc.models.items()}
     with pytest.raises(ValueError, match=match):
         enc.step(2, 2, features, frames)
-    np.testing.assert_array_equal(enc.sound_stats(), before[0])
+    np.testing.assert_array_equal(enc.unit_stats(), before[0])
     for name, model in enc.models.items():
         assert model.n_samples_seen_ == before[1][name]["n_samples_seen_"]
         np.testing.assert_array_equal(model.xx_, before[1][name]["xx_"])

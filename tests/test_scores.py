@@ -77,7 +77,7 @@ def test_bad_shapes_raise():
 
 def test_prequential_score_pools_trials_after_warmup():
     rng = np.random.default_rng(4)
-    score = PrequentialScore(n_sounds=3, n_voxels=5, warmup=2)
+    score = PrequentialScore(n_units=3, n_voxels=5, warmup=2)
     order = [0, 1, 2, 0, 1, 2, 0]
     trials = [_trial(rng) for _ in order]
     for i, (sound, (P, O)) in enumerate(zip(order, trials)):
@@ -98,7 +98,7 @@ def test_prequential_score_rejects_bad_input():
     with pytest.raises(ValueError, match=r"'warmup' parameter.*>= 0, but got -1"):
         PrequentialScore(2, 3, warmup=-1)
     score = PrequentialScore(2, 3)
-    with pytest.raises(ValueError, match=r"'sound' parameter.*\[0, 2\), but got 2"):
+    with pytest.raises(ValueError, match=r"'unit' parameter.*\[0, 2\), but got 2"):
         score.update(0, 2, np.zeros((4, 3)), np.zeros((4, 3)))
     with pytest.raises(ValueError, match=r"'O' parameter.*3 voxels, but got 4"):
         score.update(0, 1, np.zeros((4, 4)), np.zeros((4, 4)))

@@ -18,7 +18,7 @@ from replay import wire
 pytestmark = pytest.mark.timeout(60)
 
 LAYERS, LAGS, N_VOXELS, N_FRAMES = ["a", "b"], [0, 1, 2], 5, 9
-OPEN = {"layers": LAYERS, "n_voxels": N_VOXELS, "n_sounds": 4, "lags": LAGS, "alpha": 2.0,
+OPEN = {"layers": LAYERS, "n_voxels": N_VOXELS, "n_units": 4, "lags": LAGS, "alpha": 2.0,
         "warmup": 2}
 _names = itertools.count()
 
@@ -83,7 +83,7 @@ def served_inproc():
 
 
 def _local_run(trials):
-    enc = PrequentialEncoder(LAYERS, OPEN["n_voxels"], OPEN["n_sounds"], OPEN["lags"],
+    enc = PrequentialEncoder(LAYERS, OPEN["n_voxels"], OPEN["n_units"], OPEN["lags"],
                              OPEN["alpha"], OPEN["warmup"])
     trial_r = []
     for t, (s, f, Y) in enumerate(trials):
@@ -91,7 +91,7 @@ def _local_run(trials):
         trial_r.append(np.array([scores[n] for n in LAYERS]))
     r, r2 = enc.r(), enc.r2()
     final = {"r": np.stack([r[n] for n in LAYERS]), "r2": np.stack([r2[n] for n in LAYERS]),
-             "sound_stats": enc.sound_stats()}
+             "unit_stats": enc.unit_stats()}
     return trial_r, final
 
 
@@ -107,10 +107,10 @@ def test_round_trip_equals_a_local_encoder(served):
         final = client.finish("run-1")
     finally:
         client.close()
-    assert sorted(final) == ["r", "r2", "sound_stats"]
+    assert sorted(final) == ["r", "r2", "unit_stats"]
     for name in final:
         np.testing.assert_array_equal(final[name], expected[name])
-    assert final["r"].shape == (2, N_VOXELS) and final["sound_stats"].shape == (2, 4, 6, N_VOXELS)
+    assert final["r"].shape == (2, N_VOXELS) and final["unit_stats"].shape == (2, 4, 6, N_VOXELS)
     assert final["r"][0].mean() > 0.5 > final["r"][1].mean()  # a carries the signal, b does not
     assert served.service.errors == 0 and served.service.runs == {}  # finish closed the run
 
@@ -146,7 +146,7 @@ def _trial_frames(run="run-1", features=None, frames=None, **fields):
     features = f if features is None else features
     arrays = {"frames": Y if frames is None else frames,
               **{f"features/{k}": v for k, v in features.items()}}
-    return wire.encode("trial", {"run": run, "trial": 0, "sound": 0, **fields}, arrays, seq=7)
+    return wire.encode("trial", {"run": run, "trial": 0, "unit": 0, **fields}, arrays, seq=7)
 
 
 def _open_frames(**changes):
@@ -171,15 +171,15 @@ BAD = {
     "frames with a frame too few": (True, lambda: _trial_frames(frames=_Y[:-1]),
                                     "have 9 frames but the trial has 8 brain frames"),
     "0-d frames": (True, lambda: _trial_frames(frames=np.float32(1.0)), r"but got shape \(\)"),
-    "no frames": (True, lambda: wire.encode("trial", {"run": "run-1", "trial": 0, "sound": 0}),
+    "no frames": (True, lambda: wire.encode("trial", {"run": "run-1", "trial": 0, "unit": 0}),
                   "needs a 'frames' array"),
     "open without n_voxels": (False, lambda: wire.encode("open", {"run": "r", "layers": ["a"]}),
                               "'n_voxels'"),
     "open with a number too large": (False, lambda: _with_header(_open_frames(), n_voxels=10**400),
                                      "Maximum allowed dimension exceeded"),
     "open with a float overflow": (False, lambda: [b"open", bytes(_open_frames()[1])[:-1]
-                                                   + b',"n_sounds":1e400}'], "OverflowError"),
-    "sound out of range": (True, lambda: _trial_frames(sound=99), "'sound' parameter"),
+                                                   + b',"n_units":1e400}'], "OverflowError"),
+    "unit out of range": (True, lambda: _trial_frames(unit=99), "'unit' parameter"),
     "a kind the service does not take": (True, lambda: wire.encode("scores", {"run": "run-1"}),
                                          "does not take 'scores' requests"),
 }
@@ -223,7 +223,7 @@ def test_a_refused_trial_leaves_the_run_as_it_was(served_inproc):
             with pytest.raises(EncoderError, match=r"rejected 'trial': features of layer 'b' have 8"):
                 client.trial("run-1", t, s, {"a": f["a"], "b": f["b"][:-1]}, Y)
             np.testing.assert_array_equal(client.trial("run-1", t, s, f, Y), expected_r[t])
-        np.testing.assert_array_equal(client.finish("run-1")["sound_stats"], expected["sound_stats"])
+        np.testing.assert_array_equal(client.finish("run-1")["unit_stats"], expected["unit_stats"])
     finally:
         client.close()
     assert served_inproc.service.errors == len(trials)

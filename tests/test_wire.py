@@ -296,4 +296,4 @@ def test_docs_example_header_decodes():
     msg = decode([header["kind"].encode(), block.group(1).encode(), *payloads])
     assert msg.kind == "trial"
     assert msg.arrays["frames"].shape == (20, 300)
-    assert set(msg.fields) == {"run", "trial", "sound"}
+    assert set(msg.fields) == {"run", "trial", "unit"}
