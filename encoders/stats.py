@@ -1,13 +1,19 @@
 """Uncertainty over sounds, from per-sound score statistics (n_sounds, 6, n_voxels).
 
-Replicates of a run (learner seeds, subjects with the same voxels) are passed stacked as
-(n_replicates, n_sounds, 6, n_voxels): the score is then the mean over replicates of each
-replicate's score, and every resample draws the same sounds for all replicates.
-
 The score of a set of sounds is the mean over voxels of Pearson r computed from the sum of their
 stats (``encoders.scores.pearson_from_stats``). Sounds are the unit of resampling: a resample draws
 multinomial counts ``c`` (n_boot, n_sounds) and pools ``c @ stats``, so all resamples are a single
 matrix product (chunked to bound memory). Sounds with ``n == 0`` (never scored) are left out.
+
+Replicates and groups:
+
+- replicates of a run with the same voxels (learner seeds) come stacked as
+  (n_replicates, n_sounds, 6, n_voxels): the score is the mean over replicates;
+- groups with different voxels (subjects) come as a list of such arrays, one per group, all over
+  the same sounds: the score is the mean over groups.
+
+Every resample draws the same sounds for every replicate and group (and, in the paired tests,
+for both runs).
 """
 
 import numpy as np
@@ -20,58 +26,84 @@ __all__ = ["score", "bootstrap_ci", "paired_bootstrap", "paired_permutation_test
 _CHUNK_BYTES = 64 * 2**20
 
 
+def _groups(stats, name):
+    """``stats`` as a list of float64 arrays (n_reps, n_sounds, 6, n_voxels), checked."""
+    groups = list(stats) if isinstance(stats, (list, tuple)) else [stats]
+    out = []
+    for g in groups:
+        g = np.asarray(g, dtype=np.float64)
+        if g.ndim == 3:
+            g = g[None]
+        if g.ndim != 4 or g.shape[2] != len(STAT_NAMES) or g.shape[3] < 1:
+            raise ValueError(
+                f"Invalid value for the '{name}' parameter. Allowed values are arrays of shape "
+                f"([n_replicates,] n_sounds, 6, n_voxels) or lists of them, but got shape "
+                f"{g.shape} instead."
+            )
+        counts = g[:, :, 0, 0]
+        partial = (counts > 0).any(0) & ~(counts > 0).all(0)
+        if partial.any():
+            raise ValueError(
+                f"Invalid value for the '{name}' parameter. Allowed values are replicates scored "
+                f"on the same sounds, but sounds {np.flatnonzero(partial)[:10].tolist()} are "
+                "scored in some replicates only."
+            )
+        out.append(g)
+    if len({g.shape[1] for g in out}) != 1:
+        raise ValueError(f"Invalid value for the '{name}' parameter: its groups have different "
+                         f"numbers of sounds {[g.shape[1] for g in out]}.")
+    return out
+
+
 def _check(stats, name="stats"):
-    """Scored sounds of ``stats`` as an (n_scored, n_reps * 6 * n_voxels) float64 matrix, and the
-    mask of scored sounds. ``stats`` is (n_sounds, 6, n_voxels) or (n_reps, n_sounds, 6, n_voxels)."""
-    stats = np.asarray(stats, dtype=np.float64)
-    if stats.ndim == 3:
-        stats = stats[None]
-    if stats.ndim != 4 or stats.shape[2] != len(STAT_NAMES) or stats.shape[3] < 1:
-        raise ValueError(
-            f"Invalid value for the '{name}' parameter. Allowed values are arrays of shape "
-            f"([n_replicates,] n_sounds, 6, n_voxels), but got shape {stats.shape} instead."
-        )
-    counts = stats[:, :, 0, 0]
-    scored = (counts > 0).all(axis=0)
-    if (counts[:, ~scored] > 0).any():
-        raise ValueError(
-            f"Invalid value for the '{name}' parameter. Allowed values are replicates scored on "
-            f"the same sounds, but sounds {np.flatnonzero((counts > 0).any(0) & ~scored)[:10].tolist()} "
-            "are scored in some replicates only."
-        )
+    """Scored sounds as an (n_scored, width) float64 matrix, the groups' layout [(n_reps,
+    n_voxels)], and the mask of scored sounds (scored in any group)."""
+    groups = _groups(stats, name)
+    scored = np.logical_or.reduce([g[0, :, 0, 0] > 0 for g in groups])
     if not scored.any():
         raise ValueError(
             f"Invalid value for the '{name}' parameter. Allowed values are stats with at least "
             "one scored sound (n > 0), but got none instead."
         )
-    return np.moveaxis(stats[:, scored], 1, 0).reshape(int(scored.sum()), -1), scored
+    mats = [np.moveaxis(g[:, scored], 1, 0).reshape(int(scored.sum()), -1) for g in groups]
+    layout = [(g.shape[0], g.shape[3]) for g in groups]
+    return np.concatenate(mats, axis=1), layout, scored
 
 
 def _check_pair(stats_a, stats_b):
-    a, scored_a = _check(stats_a, "stats_a")
-    b, scored_b = _check(stats_b, "stats_b")
-    n_a, n_b = np.asarray(stats_a)[..., 0, 0], np.asarray(stats_b)[..., 0, 0]
-    if a.shape[1] != b.shape[1] or n_a.shape != n_b.shape or not np.array_equal(n_a, n_b):
+    a, layout_a, _ = _check(stats_a, "stats_a")
+    b, layout_b, _ = _check(stats_b, "stats_b")
+    n_a = [g[..., 0, 0] for g in _groups(stats_a, "stats_a")]
+    n_b = [g[..., 0, 0] for g in _groups(stats_b, "stats_b")]
+    same = layout_a == layout_b and all(np.array_equal(x, y) for x, y in zip(n_a, n_b))
+    if not same:
         raise ValueError(
             "Invalid value for the 'stats_a' and 'stats_b' parameters. Allowed values are stats "
-            "of the same sounds, replicates, voxels and frame counts (n), but got shapes "
-            f"{np.shape(stats_a)} and {np.shape(stats_b)} with n differing at sounds "
+            "of the same sounds, replicates, voxels and frame counts (n), but got layouts "
+            f"{layout_a} and {layout_b} with n differing at sounds "
             f"{_differing(n_a, n_b)} instead."
         )
-    return a, b
+    return a, b, layout_a
 
 
 def _differing(n_a, n_b):
-    if n_a.shape != n_b.shape:
+    if len(n_a) != len(n_b) or any(x.shape != y.shape for x, y in zip(n_a, n_b)):
         return "(count differs)"
-    return np.flatnonzero(np.atleast_2d(n_a != n_b).any(axis=0))[:10].tolist()
+    diff = np.logical_or.reduce([np.atleast_2d(x != y).any(axis=0) for x, y in zip(n_a, n_b)])
+    return np.flatnonzero(diff)[:10].tolist()
 
 
-def _pooled_score(pooled, n_voxels):
-    """Mean over replicates of mean-over-voxels r: pooled stats (k, n_reps * 6 * n_voxels) -> (k,)."""
-    r = pearson_from_stats(pooled.reshape(pooled.shape[0] if pooled.ndim > 1 else 1, -1,
-                                          len(STAT_NAMES), n_voxels))
-    return r.mean(axis=(-2, -1))
+def _pooled_score(pooled, layout):
+    """Scores of pooled stats (k, width) -> (k,): mean over groups of the mean over replicates
+    of the mean-over-voxels r."""
+    pooled = np.atleast_2d(pooled)
+    scores, offset = [], 0
+    for n_reps, n_voxels in layout:
+        width = n_reps * len(STAT_NAMES) * n_voxels
+        block = pooled[:, offset:offset + width].reshape(-1, n_reps, len(STAT_NAMES), n_voxels)
+        scores.append(pearson_from_stats(block).mean(axis=(-2, -1)))
+        offset += width
+    return np.mean(scores, axis=0)
 
 
 def _chunks(total, row_bytes):
@@ -98,11 +130,11 @@ def score(stats):
     >>> round(score(frame_stats(P, P + [[0, 1], [0, 0], [0, 0]])[None]), 3)  # (1 + 0.866) / 2
     0.933
     """
-    X, _ = _check(stats)
-    return float(_pooled_score(X.sum(axis=0)[None], np.shape(stats)[-1])[0])
+    X, layout, _ = _check(stats)
+    return float(_pooled_score(X.sum(axis=0), layout)[0])
 
 
-def _boot_scores(mats, n_boot, seed, n_voxels):
+def _boot_scores(mats, n_boot, seed, layout):
     """Scores of each matrix in ``mats`` on the same ``n_boot`` resamples of sounds."""
     rng = np.random.default_rng(seed)
     n_sounds, width = mats[0].shape
@@ -111,7 +143,7 @@ def _boot_scores(mats, n_boot, seed, n_voxels):
         counts = rng.multinomial(n_sounds, np.full(n_sounds, 1.0 / n_sounds), size=k)
         counts = counts.astype(np.float64)
         for o, m in zip(out, mats):
-            o.append(_pooled_score(counts @ m, n_voxels))
+            o.append(_pooled_score(counts @ m, layout))
     return [np.concatenate(o) for o in out]
 
 
@@ -126,8 +158,8 @@ def bootstrap_ci(stats, n_boot=1000, seed=0, level=0.95):
     >>> bool(low < score(stats) < high)
     True
     """
-    X, _ = _check(stats)
-    (boot,) = _boot_scores([X], n_boot, seed, np.shape(stats)[-1])
+    X, layout, _ = _check(stats)
+    (boot,) = _boot_scores([X], n_boot, seed, layout)
     return _interval(boot, level)
 
 
@@ -146,8 +178,8 @@ def paired_bootstrap(stats_a, stats_b, n_boot=1000, seed=0, level=0.95):
     >>> bool(0 < low < delta < high)
     True
     """
-    a, b = _check_pair(stats_a, stats_b)
-    boot_a, boot_b = _boot_scores([a, b], n_boot, seed, np.shape(stats_a)[-1])
+    a, b, layout = _check_pair(stats_a, stats_b)
+    boot_a, boot_b = _boot_scores([a, b], n_boot, seed, layout)
     delta = score(stats_a) - score(stats_b)
     return delta, _interval(boot_a - boot_b, level)
 
@@ -166,8 +198,7 @@ def paired_permutation_test(stats_a, stats_b, n_perm=1000, seed=0):
     >>> round(paired_permutation_test(a, a), 3)
     1.0
     """
-    a, b = _check_pair(stats_a, stats_b)
-    n_voxels = np.shape(stats_a)[-1]
+    a, b, layout = _check_pair(stats_a, stats_b)
     rng = np.random.default_rng(seed)
     total_a, total_b, D = a.sum(axis=0), b.sum(axis=0), b - a
     d_obs = abs(score(stats_a) - score(stats_b))
@@ -176,6 +207,6 @@ def paired_permutation_test(stats_a, stats_b, n_perm=1000, seed=0):
     hits = 0
     for k in _chunks(n_perm, a.shape[1] * 8 * 2):
         shift = rng.integers(0, 2, size=(k, a.shape[0])).astype(np.float64) @ D
-        d = _pooled_score(total_a + shift, n_voxels) - _pooled_score(total_b - shift, n_voxels)
+        d = _pooled_score(total_a + shift, layout) - _pooled_score(total_b - shift, layout)
         hits += int(np.count_nonzero(np.abs(d) >= threshold))
     return (1 + hits) / (1 + n_perm)

@@ -1,10 +1,13 @@
 """`cortexreplay summary`: scores per variant with intervals, and paired comparisons.
 
-A variant's runs (learner seeds, subjects) are its replicates: its score is the mean over them of
-the voxel-mean prequential r, at the variant's best layer. Intervals resample *sounds* (95%
-bootstrap); a comparison between two variants uses the same resamples for both (paired) and a
-sign-flip permutation test over sounds. Every number is computed on the trials scored in all runs
-involved, so runs that replayed the same events in other orders are compared like for like.
+A variant's runs are its replicates: learner seeds within a subject, and subjects. Its score is
+the mean over subjects of the mean over seeds of the voxel-mean prequential r, at the variant's
+best layer. Intervals resample *sounds* (95% bootstrap), the same sounds for every subject and
+seed. A comparison pairs runs by subject and seed (a frozen run in recorded order, which does not
+depend on the seed, stands for every seed of its subject), uses the same resamples for both
+variants, and adds a sign-flip permutation test over sounds. Every number is computed on the
+trials scored in all runs involved, so runs that replayed the same events in other orders are
+compared like for like.
 """
 from __future__ import annotations
 
@@ -25,19 +28,28 @@ def sound_stats(run: dict, events: np.ndarray, n_sounds: int) -> np.ndarray:
     return out
 
 
-def _replicates(runs: list[dict], events: np.ndarray, n_sounds: int) -> np.ndarray:
-    """(n_layers, n_replicates, n_sounds, 6, n_voxels)."""
-    n_vox = {r["scores"]["event_stats"].shape[-1] for r in runs}
-    if len(n_vox) > 1:
-        raise ValueError(f"runs of variant {runs[0]['variant']!r} have different voxel counts "
-                         f"{sorted(n_vox)}; summarise one subject at a time")
-    return np.stack([sound_stats(r, events, n_sounds) for r in runs], axis=1)
-
-
 def _scored_events(runs: list[dict]) -> np.ndarray:
-    """Events scored (n > 0) in every one of ``runs``."""
+    """Events scored (n > 0) in every one of ``runs`` (all of one subject)."""
     scored = [r["scores"]["event_stats"][0, :, 0, 0] > 0 for r in runs]
     return np.flatnonzero(np.logical_and.reduce(scored))
+
+
+def _by_subject(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs grouped by subject, each group sorted by seed."""
+    out: dict[str, list[dict]] = {}
+    for r in sorted(runs, key=lambda r: (r["subject"], r["seed"])):
+        out.setdefault(r["subject"], []).append(r)
+    return out
+
+
+def _group_stats(groups: dict[str, list[dict]], n_sounds: int, events: dict) -> list[np.ndarray]:
+    """One (n_layers, n_seeds, n_sounds, 6, n_voxels) array per subject."""
+    return [np.stack([sound_stats(r, events[s], n_sounds) for r in runs], axis=1)
+            for s, runs in groups.items()]
+
+
+def _at(stats: list[np.ndarray], layer: int) -> list[np.ndarray]:
+    return [g[layer] for g in stats]
 
 
 def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> dict:
@@ -45,49 +57,68 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
     runs = read_runs(path)
     if not runs:
         raise ValueError(f"{path} holds no complete run yet (run 'cortexreplay run' first)")
-    by_variant: dict[str, list[dict]] = {}
+    by_variant: dict[str, dict[str, list[dict]]] = {}
     for r in runs:
         by_variant.setdefault(r["variant"], []).append(r)
+    by_variant = {name: _by_subject(group) for name, group in by_variant.items()}
     n_sounds = 1 + max(int(r["trials"]["stimulus"].max()) for r in runs)
     rows, best = [], {}
-    for name, group in by_variant.items():
-        stats = _replicates(group, _scored_events(group), n_sounds)
-        layers = group[0]["layers"]
-        per_layer = {layer: score(stats[i]) for i, layer in enumerate(layers)}
-        b = int(np.argmax(list(per_layer.values())))
-        best[name] = b
-        low, high = bootstrap_ci(stats[b], n_boot=n_boot, seed=seed)
-        rows.append({"name": name, "mode": group[0]["mode"], "order": group[0]["order"],
-                     "score": per_layer[layers[b]], "ci95": [low, high], "best_layer": layers[b],
-                     "layers": per_layer, "n_runs": len(group),
-                     "seeds": sorted({r["seed"] for r in group}),
-                     "subjects": sorted({r["subject"] for r in group})})
+    for name, groups in by_variant.items():
+        events = {s: _scored_events(g) for s, g in groups.items()}
+        stats = _group_stats(groups, n_sounds, events)
+        first = next(iter(groups.values()))[0]
+        layers = first["layers"]
+        per_layer = {layer: score(_at(stats, i)) for i, layer in enumerate(layers)}
+        best[name] = int(np.argmax(list(per_layer.values())))
+        low, high = bootstrap_ci(_at(stats, best[name]), n_boot=n_boot, seed=seed)
+        rows.append({"name": name, "mode": first["mode"], "order": first["order"],
+                     "score": per_layer[layers[best[name]]], "ci95": [low, high],
+                     "best_layer": layers[best[name]], "layers": per_layer,
+                     "n_runs": sum(len(g) for g in groups.values()),
+                     "seeds": sorted({r["seed"] for g in groups.values() for r in g}),
+                     "subjects": sorted(groups)})
     comparisons = []
     compare = results_attrs(path).get("scenario", {}).get("compare", [])
     for a, b in compare:
-        if a not in by_variant or b not in by_variant:
-            continue
-        events = _scored_events(by_variant[a] + by_variant[b])
-        sa = _replicates(by_variant[a], events, n_sounds)[best[a]]
-        sb = _replicates(by_variant[b], events, n_sounds)[best[b]]
-        sa, sb = _match_replicates(sa, sb, a, b)
-        delta, (low, high) = paired_bootstrap(sa, sb, n_boot=n_boot, seed=seed)
-        p = paired_permutation_test(sa, sb, n_perm=n_perm, seed=seed)
-        comparisons.append({"a": a, "b": b, "delta": delta, "ci95": [low, high], "p": p,
-                            "n_sounds": int((sa[0, :, 0, 0] > 0).sum())})
+        if a in by_variant and b in by_variant:
+            comparisons.append(_compare(a, b, by_variant[a], by_variant[b], best, n_sounds,
+                                        n_boot, n_perm, seed))
     return {"results": str(path), "runs": rows, "comparisons": comparisons}
 
 
-def _match_replicates(sa: np.ndarray, sb: np.ndarray, a: str, b: str):
-    """Pair replicates one to one; a single replicate (a frozen run) stands for every seed."""
-    if sa.shape[0] == sb.shape[0]:
-        return sa, sb
-    if sb.shape[0] == 1:
-        return sa, np.repeat(sb, sa.shape[0], axis=0)
-    if sa.shape[0] == 1:
-        return np.repeat(sa, sb.shape[0], axis=0), sb
-    raise ValueError(f"cannot pair variants {a!r} ({sa.shape[0]} runs) and {b!r} "
-                     f"({sb.shape[0]} runs): give them the same seeds and subjects")
+def _compare(a, b, groups_a, groups_b, best, n_sounds, n_boot, n_perm, seed) -> dict:
+    subjects = sorted(set(groups_a) & set(groups_b))
+    if not subjects:
+        raise ValueError(f"variants {a!r} and {b!r} share no subject; they cannot be paired")
+    pa, pb = {}, {}
+    for s in subjects:
+        pa[s], pb[s] = _pair_seeds(groups_a[s], groups_b[s], a, b, s)
+    events = {s: _scored_events(pa[s] + pb[s]) for s in subjects}
+    sa = _at(_group_stats(pa, n_sounds, events), best[a])
+    sb = _at(_group_stats(pb, n_sounds, events), best[b])
+    delta, (low, high) = paired_bootstrap(sa, sb, n_boot=n_boot, seed=seed)
+    p = paired_permutation_test(sa, sb, n_perm=n_perm, seed=seed)
+    scored = np.logical_or.reduce([g[0, :, 0, 0] > 0 for g in sa])
+    return {"a": a, "b": b, "delta": delta, "ci95": [low, high], "p": p,
+            "subjects": subjects, "n_sounds": int(scored.sum())}
+
+
+def _pair_seeds(runs_a: list[dict], runs_b: list[dict], a: str, b: str, subject: str):
+    """Runs of one subject paired seed by seed; a single seed-free run stands for every seed."""
+    if len(runs_b) == 1 and len(runs_a) > 1 and _seed_free(runs_b[0]):
+        return runs_a, runs_b * len(runs_a)
+    if len(runs_a) == 1 and len(runs_b) > 1 and _seed_free(runs_a[0]):
+        return runs_a * len(runs_b), runs_b
+    seeds_a, seeds_b = [r["seed"] for r in runs_a], [r["seed"] for r in runs_b]
+    if seeds_a != seeds_b:
+        raise ValueError(f"cannot pair variants {a!r} (seeds {seeds_a}) and {b!r} (seeds "
+                         f"{seeds_b}) on subject {subject!r}: give them the same seeds")
+    return runs_a, runs_b
+
+
+def _seed_free(run: dict) -> bool:
+    """A frozen run in recorded order: nothing in it depends on the seed."""
+    return run["mode"] == "frozen" and run["order"] == "recorded"
 
 
 def format_table(summary: dict) -> str:

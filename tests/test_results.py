@@ -199,3 +199,29 @@ def test_format_table(store):
     for c in summary["comparisons"]:
         assert any(ln.split()[:2] == [c["a"], c["b"]] and f"{c['delta']:+.3f}" in ln
                    for ln in comparison_lines)
+
+
+def test_summary_pairs_runs_by_subject_and_seed(tmp_path):
+    """Two subjects with different voxel counts, two seeds, and one seed-free frozen run each."""
+    root = open_results(tmp_path / "res.zarr", scenario={"compare": [["good", "frozen"]]})
+    for subject, n_voxels in (("sub-01", 6), ("sub-02", 4)):
+        write_run(root, _result("frozen", _event_stats(10, [1.0, 1.0])[..., :n_voxels],
+                                mode="frozen", subject=subject))
+        for seed in (0, 1):
+            write_run(root, _result("good", _event_stats(seed, [0.3, 0.3])[..., :n_voxels],
+                                    seed=seed, subject=subject))
+    summary = summarize(tmp_path / "res.zarr", n_boot=200, n_perm=200)
+    good = next(r for r in summary["runs"] if r["name"] == "good")
+    assert good["n_runs"] == 4 and good["subjects"] == ["sub-01", "sub-02"]
+    (comp,) = summary["comparisons"]
+    assert comp["subjects"] == ["sub-01", "sub-02"]
+    assert comp["delta"] > 0 and comp["ci95"][0] > 0 and comp["p"] < 0.05
+
+
+def test_summary_refuses_to_pair_mismatched_seeds(tmp_path):
+    root = open_results(tmp_path / "res.zarr", scenario={"compare": [["a", "b"]]})
+    for variant, seeds in (("a", (0, 1)), ("b", (0, 2))):
+        for seed in seeds:
+            write_run(root, _result(variant, _event_stats(seed, [1.0, 1.0]), seed=seed))
+    with pytest.raises(ValueError, match=r"cannot pair variants 'a' \(seeds \[0, 1\]\) and 'b'"):
+        summarize(tmp_path / "res.zarr", n_boot=50, n_perm=50)

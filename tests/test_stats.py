@@ -123,3 +123,16 @@ def test_replicates_average_scores_and_share_resamples():
     partial[1, 5] = 0.0  # sound 5 scored in one replicate only
     with pytest.raises(ValueError, match=r"scored in some replicates only"):
         score(partial)
+
+
+def test_groups_with_different_voxels_average_their_scores():
+    a, b = _runs(5, n_sounds=20, n_voxels=10)
+    c, d = _runs(6, n_sounds=20, n_voxels=7)
+    assert score([a, c]) == pytest.approx((score(a) + score(c)) / 2)
+    low, high = bootstrap_ci([a, c])
+    assert low < score([a, c]) < high
+    delta, (low, high) = paired_bootstrap([a, c], [b, d])
+    assert delta == pytest.approx(score([a, c]) - score([b, d]))
+    assert paired_permutation_test([a, c], [a, c]) == 1.0
+    with pytest.raises(ValueError, match="same sounds, replicates, voxels"):
+        paired_bootstrap([a, c], [b])
