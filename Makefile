@@ -23,7 +23,7 @@ $(DEMO)/checkpoint/pretrain.json: | $(STAMP)
 	$(CLI) pretrain --out $(DEMO)/checkpoint --size tiny --seed 0
 
 $(DEMO)/recording.zarr/zarr.json: $(DEMO)/checkpoint/pretrain.json
-	$(CLI) synth --out $(DEMO)/recording.zarr --checkpoint $(DEMO)/checkpoint --seed 0 \
+	$(CLI) synth --out $(DEMO)/recording.zarr --checkpoint $(DEMO)/checkpoint --seed 0 --force \
 		--sounds 64 --duration 2 --subjects 1 --voxels 300 --repeats 2 --plasticity 3e-3 --retention 0.9 --snr 1
 
 demo: $(STAMP) $(DEMO)/recording.zarr/zarr.json

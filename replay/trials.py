@@ -29,6 +29,7 @@ class Trial:
     repeat: int
     onset_s: float
     duration_s: float
+    offset_s: float       # where the sound starts within the first of ``frames``
     waveform: np.ndarray  # float32, at the requested sample rate
     sample_rate: int
     frames: np.ndarray    # (n_frames, n_voxels) float32
@@ -87,5 +88,6 @@ def replay_session(recording, subject: str, session: str, order: str = "recorded
         yield Trial(index=i, event=e, stimulus=s, name=recording.stimulus_names[s],
                     category=recording.categories[s], repeat=int(events.repeat[e]),
                     onset_s=float(events.onset_s[e]), duration_s=float(events.duration_s[e]),
+                    offset_s=float(events.onset_s[e] - window.start / rate),
                     waveform=resample(recording.audio(s), sr_in, sr_out), sample_rate=sr_out,
                     frames=np.asarray(responses[window], dtype=np.float32), frame_rate=rate)

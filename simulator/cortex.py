@@ -12,6 +12,8 @@ static cortex.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,9 +22,11 @@ import torch
 from scipy.signal import lfilter
 from scipy.stats import gamma
 
-from replay.store import RecordingWriter
+from replay.store import RecordingWriter, StoreError
+from replay.trials import frame_window
 
 from .learner import Learner
+from .model import layer_names
 from .pretrain import load_checkpoint
 from .sounds import make_sound_set
 
@@ -87,9 +91,27 @@ def synthesize(out: str | Path, checkpoint: str | Path, settings: CortexSettings
 
 
 def _synthesize(out, checkpoint, settings: CortexSettings, overwrite: bool, log) -> Path:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise StoreError(f"{out} already exists; pass --force (overwrite=True) to replace it")
+    names = layer_names(load_checkpoint(checkpoint)[0])
+    if settings.read_layer not in names:
+        raise ValueError(f"Invalid value for the 'read_layer' parameter. Allowed values are "
+                         f"{', '.join(map(repr, names))}, but got {settings.read_layer!r} instead.")
+    # Written beside the target and renamed into place at the end: an interrupted synth never
+    # leaves something that looks like a finished store.
+    partial = out.with_name(out.name + ".partial")
+    _write_store(partial, checkpoint, settings, log)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return out
+
+
+def _write_store(out: Path, checkpoint, settings: CortexSettings, log) -> None:
     sounds = make_sound_set(settings.sounds, settings.duration_s, seed=settings.seed)
     ceiling = float(np.sqrt(settings.snr / (1.0 + settings.snr)))
-    with RecordingWriter(out, modality="fus", overwrite=overwrite) as writer:
+    with RecordingWriter(out, modality="fus", overwrite=True) as writer:
         writer.write_stimuli(list(sounds.audio), sounds.sample_rate, sounds.names, sounds.categories)
         writer.attrs["synthetic"] = {**asdict(settings), "checkpoint": str(checkpoint),
                                      "noise_ceiling_r": ceiling}
@@ -101,7 +123,6 @@ def _synthesize(out, checkpoint, settings: CortexSettings, overwrite: bool, log)
                               axis=1).astype(np.float32)
             writer.write_voxels(subject, coords, ["synthetic"] * settings.voxels)
             writer.write_session(subject, "0", responses, settings.frame_rate_hz, events)
-    return Path(out)
 
 
 def _simulate_subject(sounds, checkpoint, settings: CortexSettings, k: int, rng, log):
@@ -111,7 +132,10 @@ def _simulate_subject(sounds, checkpoint, settings: CortexSettings, k: int, rng,
                       retention=settings.retention, optimizer_state=opt_state,
                       seed=TEACHER_SEED_OFFSET + 1000 * settings.seed + k)
     fr, sr = settings.frame_rate_hz, sounds.sample_rate
-    read = lambda wave: teacher.features(wave, sr, fr)[settings.read_layer]  # noqa: E731
+
+    def read(wave, offset=0.0):
+        return teacher.features(wave, sr, fr, offset)[settings.read_layer]
+
     # z-score the read-out layer with the starting teacher's statistics over the stimuli.
     start = np.concatenate([read(w) for w in sounds.audio])
     mu, sd = start.mean(0), start.std(0) + 1e-6
@@ -122,8 +146,9 @@ def _simulate_subject(sounds, checkpoint, settings: CortexSettings, k: int, rng,
     n_frames = int(np.ceil(len(stimulus) * period * fr))
     timeline = np.zeros((n_frames, start.shape[1]), dtype=np.float32)
     for t, s in enumerate(stimulus):
-        f = (read(sounds.audio[s]) - mu) / sd
-        i = int(round(onset_s[t] * fr))
+        # The same frame grid as the replay: the sound starts `offset` into frame `i`.
+        i = frame_window(onset_s[t], 0.0, 0.0, fr, n_frames).start
+        f = (read(sounds.audio[s], onset_s[t] - i / fr) - mu) / sd
         timeline[i:i + len(f)] = f[: n_frames - i]
         teacher.learn(sounds.audio[s])
         if log and (t + 1) % max(1, len(stimulus) // 4) == 0:

@@ -76,9 +76,10 @@ class Learner:
             for group in self.optimizer.param_groups:  # the scenario's rate, not the checkpoint's
                 group["lr"], group["weight_decay"] = lr, weight_decay
 
-    def features(self, wave, sample_rate: float, frame_rate: float) -> dict[str, np.ndarray]:
+    def features(self, wave, sample_rate: float, frame_rate: float,
+                 offset_s: float = 0.0) -> dict[str, np.ndarray]:
         """Pooled activations with the current weights, before any learning from this sound."""
-        return extract_features(self.model, wave, sample_rate, frame_rate)
+        return extract_features(self.model, wave, sample_rate, frame_rate, offset_s)
 
     def learn(self, wave) -> TrialRecord:
         """Update on one sound according to the mode and report what changed."""

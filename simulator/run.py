@@ -81,7 +81,8 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
                             speed=cfg["data"]["speed"] or None)
     for trial in trials:
         t0 = time.perf_counter()
-        features = learner.features(trial.waveform, trial.sample_rate, trial.frame_rate)
+        features = learner.features(trial.waveform, trial.sample_rate, trial.frame_rate,
+                                    trial.offset_s)
         t1 = time.perf_counter()
         record = learner.learn(trial.waveform)
         t2 = time.perf_counter()

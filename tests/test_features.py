@@ -115,3 +115,12 @@ def test_extract_features_pool_is_mean_of_model_frames(tiny):
     for name, h in expected.items():
         np.testing.assert_allclose(features[name], h[0].mean(0, keepdim=True).numpy(), rtol=1e-4,
                                    atol=1e-5, err_msg=name)
+
+
+def test_pooling_follows_an_onset_between_frames():
+    """A 2 s sound starting 0.5 s into its first frame spans 3 frames: 0.5 s, 1 s and 0.5 s of it."""
+    pool = pooling_matrix(100, 32000, 16000, 1.0, offset_s=0.5)
+    assert pool.shape == (3, 100)
+    owners = pool.argmax(axis=0)
+    assert np.bincount(owners).tolist() == [25, 50, 25]
+    np.testing.assert_allclose(pool.sum(axis=1), 1.0, rtol=1e-6)
