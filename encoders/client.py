@@ -1,6 +1,8 @@
 """Client side of the encoder service: a DEALER socket and a way to start the service process."""
 from __future__ import annotations
 
+import os
+import select
 import subprocess
 import sys
 
@@ -69,11 +71,19 @@ class EncoderClient:
 
 
 def spawn_service(bind: str = "tcp://127.0.0.1:*", timeout_s: float = 60.0):
-    """Start ``python -m encoders`` (the service) as a child process; return (process, endpoint)."""
-    proc = subprocess.Popen([sys.executable, "-m", "encoders", "--bind", bind],
-                            stdout=subprocess.PIPE, stderr=None, text=True)
-    line = proc.stdout.readline().strip()
+    """Start ``python -m encoders`` (the service) as a child process; return (process, endpoint).
+
+    The child runs in its own session, so a Ctrl-C meant for the parent does not kill it before
+    the parent has said ``shutdown``, and it watches the parent's pid, so it never outlives it.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "encoders", "--bind", bind,
+                             "--parent-pid", str(os.getpid())],
+                            stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True)
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    line = proc.stdout.readline().strip() if ready else ""
     if not line.startswith("listening on "):
         proc.kill()
-        raise EncoderError(f"the encoder service did not start (said {line!r})")
+        proc.wait()
+        said = f"said {line!r}" if ready else f"no answer within {timeout_s:.0f} s"
+        raise EncoderError(f"the encoder service did not start ({said})")
     return proc, line[len("listening on "):]

@@ -49,7 +49,6 @@ class PrequentialEncoder:
         self.n_voxels = int(n_voxels)
         self.models = {name: OnlineRidge(alpha=alpha, standardize=True) for name in self.layers}
         self.scores = {name: PrequentialScore(n_units, n_voxels, warmup) for name in self.layers}
-        self.n_trials = 0
 
     def step(self, trial: int, unit: int, features: dict, frames: np.ndarray) -> dict[str, float]:
         """Score then learn one trial; return the per-layer voxel-mean r of this trial.
@@ -65,7 +64,6 @@ class PrequentialEncoder:
             P = model.predict(X) if fitted else np.zeros_like(frames)
             trial_r[name] = self.scores[name].update(trial, unit, P, frames)
             model.partial_fit(X, frames)
-        self.n_trials += 1
         return trial_r
 
     def _designs(self, trial: int, features: dict, frames: np.ndarray) -> dict[str, np.ndarray]:

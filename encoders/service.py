@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from urllib.parse import urlparse
 
@@ -49,7 +50,7 @@ class EncoderService:
     """A ROUTER socket serving :class:`PrequentialEncoder` runs, one request one reply."""
 
     def __init__(self, bind: str = "tcp://127.0.0.1:*", context: zmq.Context | None = None,
-                 threads: int = 1):
+                 threads: int = 1, parent_pid: int | None = None):
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 1000)
@@ -57,7 +58,7 @@ class EncoderService:
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.runs: dict[str, PrequentialEncoder] = {}
         self.errors = 0
-        self.threads = threads
+        self.threads, self.parent_pid = threads, parent_pid
         self._stopping = False
 
     def serve_forever(self) -> None:
@@ -68,10 +69,20 @@ class EncoderService:
         """
         try:
             with threadpool_limits(limits=self.threads, user_api="blas"):
-                while self.handle_one():
-                    pass
+                while True:
+                    if not self.socket.poll(1000):
+                        if self._orphaned():
+                            log.warning("parent process %d is gone; stopping", self.parent_pid)
+                            return
+                        continue
+                    if not self.handle_one():
+                        return
         finally:
             self.socket.close()
+
+    def _orphaned(self) -> bool:
+        """True when the process that started us has died (so we never linger after it)."""
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def handle_one(self) -> bool:
         """Receive and answer one request; False after ``shutdown``."""
@@ -137,16 +148,21 @@ def main(argv=None) -> int:
     parser.add_argument("--bind", default="tcp://127.0.0.1:*",
                         help="endpoint to bind (loopback only; '*' picks a free port)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="stop when this process (the one that started the service) dies")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
-        service = EncoderService(args.bind, threads=args.threads)
+        service = EncoderService(args.bind, threads=args.threads, parent_pid=args.parent_pid)
     except (ValueError, zmq.ZMQError) as err:
         print(f"cortexreplay encoder serve: {err}", file=sys.stderr)
         return 2
     # The first line on stdout tells a parent process where we listen.
     print(f"listening on {service.endpoint}", flush=True)
-    service.serve_forever()
+    try:
+        service.serve_forever()
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

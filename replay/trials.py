@@ -70,6 +70,8 @@ def replay_session(recording, subject: str, session: str, order: str = "recorded
     replay order (resuming).
     """
     events = recording.events(subject, session)
+    if len(events) == 0:
+        raise ValueError(f"subject {subject!r} session {session!r} has no events to replay")
     responses = recording.responses(subject, session)
     rate = recording.frame_rate(subject, session)
     sr_in = recording.sample_rate

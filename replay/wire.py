@@ -329,7 +329,7 @@ def decode(frames) -> Message:
     return Message(kind=kind, header=header, arrays=arrays)
 
 
-def _send_frames(socket, frames: list, first_more: bool = False) -> None:
+def _send_frames(socket, frames: list) -> None:
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         nbytes = frame.nbytes if isinstance(frame, np.ndarray) else len(frame)

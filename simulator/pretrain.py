@@ -9,12 +9,13 @@ or on a folder of real audio files. The checkpoint directory holds the model
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from replay.trials import resample
 
 from .model import build_model, load_model
 from .ssl import RandomStreams, ssl_step
@@ -54,7 +55,6 @@ def load_corpus(settings: PretrainSettings) -> np.ndarray:
 
 def _clips_from_folder(folder: Path, n: int, sample_rate: int) -> np.ndarray:
     import soundfile
-    from scipy.signal import resample_poly
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
@@ -64,9 +64,7 @@ def _clips_from_folder(folder: Path, n: int, sample_rate: int) -> np.ndarray:
     for path in files:
         wave, rate = soundfile.read(path, dtype="float32", always_2d=True)
         wave = wave.mean(axis=1)
-        if rate != sample_rate:
-            g = math.gcd(int(rate), sample_rate)
-            wave = resample_poly(wave, sample_rate // g, int(rate) // g).astype(np.float32)
+        wave = resample(wave, int(rate), sample_rate)
         clips += [wave[i:i + n] for i in range(0, len(wave) - n + 1, n)]
     if not clips:
         raise ValueError(f"no audio file in {str(folder)!r} is longer than one clip of {n} samples")

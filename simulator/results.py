@@ -8,7 +8,8 @@ results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read)
     trials/delta_w     (n_trials, n_layers)   ||dW|| per layer
     trials/trial_r     (n_trials, n_layers)   voxel-mean r of the trial, predicted before learning
     scores/r, scores/r2          (n_layers, n_voxels) prequential, pooled over scored trials
-    scores/sound_stats           (n_layers, n_sounds, 6, n_voxels) per-sound sums (encoders.scores)
+    scores/event_stats           (n_layers, n_events, 6, n_voxels) per recorded event: the sums
+                                 n, Σp, Σo, Σp², Σo², Σpo over its scored frames (encoders.scores)
 ```
 A run is written whole, by the parent process alone, and marked ``complete`` last.
 """
@@ -30,7 +31,7 @@ SCORE_FORMULA = ("prequential Pearson r per voxel over all frames of trials afte
                  "each predicted before the encoder learned from it: r = (n Σpo − Σp Σo) / "
                  "sqrt((n Σpp − Σp²)(n Σoo − Σo²)); score = mean over voxels at the best layer")
 DIMS = {"r": ("layer", "voxel"), "r2": ("layer", "voxel"),
-        "sound_stats": ("layer", "stimulus", "stat", "voxel"),
+        "event_stats": ("layer", "event", "stat", "voxel"),
         "delta_w": ("trial", "layer"), "trial_r": ("trial", "layer")}
 
 

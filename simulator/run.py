@@ -7,10 +7,11 @@ and alone writes each finished run to the results store.
 """
 from __future__ import annotations
 
-import concurrent.futures as futures
 import multiprocessing
 import os
 import queue as queue_module
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> RunR
 
 def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> RunResult:
     cfg, learning = spec.config, spec.config["learning"]
-    recording = open_recording(store)
+    recording = open_recording(store, validate=False)  # the parent validated it
     model, optimizer_state, _ = load_checkpoint(cfg["model"]["checkpoint"])
     model.to(cfg["model"]["device"])
     learner = Learner(model, cfg["mode"], lr=learning["lr"], steps_per_sound=learning["steps_per_sound"],
@@ -113,7 +114,12 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
 def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None = None,
                  force: bool = False, log=print, progress_bar: bool = True) -> list[str]:
     """Run every run of ``scenario`` not already in ``results``; return the run ids written."""
-    recording = open_recording(store)
+    recording = open_recording(store)  # validates the store, once
+    for cfg in scenario.variants.values():
+        cfg["data"]["store"] = str(store)  # the store actually replayed, stored with each run
+        if cfg["model"]["device"].startswith("cuda") and not torch.cuda.is_available():
+            raise ScenarioError(f"{scenario.path}: model.device is {cfg['model']['device']!r} "
+                                "but torch sees no CUDA device; use 'cpu'")
     specs = scenario.runs(recording.subjects)
     checkpoints = {s.config["model"]["checkpoint"] for s in specs}
     if "" in checkpoints:
@@ -134,48 +140,62 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
         todo.append(spec)
     if not todo:
         return []
+    total = sum(len(recording.events(s.subject, s.config["data"]["session"])) for s in todo)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     service, endpoint = spawn_service()
-    written = []
     try:
-        written = _run_pool(todo, str(store), endpoint, jobs, root, progress_bar, log)
+        return _run_pool(todo, str(store), endpoint, jobs, root, total, progress_bar, log)
     finally:
+        client = EncoderClient(endpoint, timeout_s=10)
         try:
-            EncoderClient(endpoint, timeout_s=10).shutdown()
+            client.shutdown()
         except Exception:  # the service may already be gone; never mask the run's own error
             pass
+        finally:
+            client.close()
         try:
             service.wait(timeout=10)
-        except Exception:
+        except subprocess.TimeoutExpired:
             service.kill()
-    return written
 
 
-def _run_pool(todo, store, endpoint, jobs, root, progress_bar, log) -> list[str]:
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group: the parent alone handles it (and ends the pool).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_pool(todo, store, endpoint, jobs, root, total, progress_bar, log) -> list[str]:
+    """Run ``todo`` in a process pool; write each run as it finishes. On the first failure (or
+    Ctrl-C) the other runs are stopped and the error is raised; finished runs stay written."""
     from tqdm import tqdm
 
     ctx = multiprocessing.get_context("spawn")
-    manager = ctx.Manager()
-    progress = manager.Queue()
-    total = sum(len(open_recording(store).events(s.subject, s.config["data"]["session"])) for s in todo)
-    bar = tqdm(total=total, unit="trial", disable=not progress_bar, dynamic_ncols=True)
-    rolling: dict[str, Rolling] = {}
     written = []
-    with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        pending = {pool.submit(execute_run, s, store, endpoint, progress): s for s in todo}
-        while pending:
-            done, _ = futures.wait(pending, timeout=0.5, return_when=futures.FIRST_COMPLETED)
+    with ctx.Manager() as manager:
+        progress = manager.Queue()
+        bar = tqdm(total=total, unit="trial", disable=not progress_bar, dynamic_ncols=True)
+        rolling: dict[str, Rolling] = {}
+        pool = ctx.Pool(jobs, initializer=_ignore_sigint)
+        try:
+            pending = {s.run_id: pool.apply_async(execute_run, (s, store, endpoint, progress))
+                       for s in todo}
+            while pending:
+                time.sleep(0.2)
+                _drain(progress, bar, rolling)
+                for run_id in [k for k, res in pending.items() if res.ready()]:
+                    result = pending.pop(run_id).get()  # re-raises a worker's exception here
+                    write_run(root, result)
+                    written.append(run_id)
+                    best = max(np.nanmean(result.scores["r"], axis=1))
+                    log(f"run: {run_id} done, best-layer score {best:.3f}")
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
             _drain(progress, bar, rolling)
-            for fut in done:
-                spec = pending.pop(fut)
-                result = fut.result()
-                write_run(root, result)
-                written.append(spec.run_id)
-                best = max(np.nanmean(result.scores["r"], axis=1))
-                log(f"run: {spec.run_id} done, best-layer score {best:.3f}")
-    _drain(progress, bar, rolling)
-    bar.close()
-    manager.shutdown()
+            bar.close()
     return written
 
 

@@ -55,6 +55,7 @@ DEFAULTS = {
     },
 }
 CHOICES = {"mode": MODES, "order": ORDERS}
+MINIMUM = {"threads": 1, "sample_rate": 1, "steps_per_sound": 1, "mask_span": 1}
 TOP_ONLY = ("variants", "compare")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "a boolean"}
 
@@ -167,6 +168,8 @@ def _check_value(value, default, key, path, where):
         value = [value]  # a single subject, seed or layer
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if isinstance(default, str) and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # --set data.session=1 names session "1"
     if type(value) is not type(default):
         raise ScenarioError(f"{where}: {path} must be {_TYPE_NAMES[type(default)]}, "
                             f"got {value!r}")
@@ -178,6 +181,6 @@ def _check_value(value, default, key, path, where):
         allowed = ", ".join(repr(c) for c in CHOICES[key][:-1]) + f" and {CHOICES[key][-1]!r}"
         raise ScenarioError(f"{where}: invalid value for {path!r}. Allowed values are {allowed}, "
                             f"but got {value!r} instead.")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-        raise ScenarioError(f"{where}: {path} must not be negative, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < MINIMUM.get(key, 0):
+        raise ScenarioError(f"{where}: {path} must be at least {MINIMUM.get(key, 0)}, got {value!r}")
     return value

@@ -121,3 +121,11 @@ def test_synth_checks_the_read_layer_and_an_existing_store(tmp_path, capsys, tin
            "Allowed values are 'cnn', 'layer_1', 'layer_2', 'layer_3', 'layer_4', but got 'layer_9'")
     _fails(capsys, base + ["--out", str(tiny_recording)], "synth", "already exists; pass --force")
     assert not list(tmp_path.iterdir())  # nothing half-written was left behind
+
+
+def test_a_run_failing_in_its_worker_gives_one_line(tmp_path, capsys, tiny_recording,
+                                                    tiny_checkpoint):
+    _fails(capsys, ["run", str(_scenario(tmp_path, "[encoder]\nlayers = ['layer_9']\n")),
+                    "--store", str(tiny_recording), "--set", f"model.checkpoint={tiny_checkpoint}",
+                    "--results", str(tmp_path / "res.zarr"), "--no-progress"],
+           "run", "encoder.layers names ['layer_9']")

@@ -68,7 +68,8 @@ def test_unknown_key_lists_the_known_keys(tmp_path):
     ("[variants.x.encoder]\nwarmup = 2.5\n", "variants.x.encoder.warmup must be an integer, got 2.5"),
     ("[encoder]\nlags = [0, 1.5]\n", r"encoder.lags must be a list of integers, got \[0, 1.5\]"),
     ("seeds = [0, 'a']\n", r"seeds must be a list of integers, got \[0, 'a'\]"),
-    ("[learning]\nlr = -1e-3\n", "learning.lr must not be negative, got -0.001"),
+    ("[learning]\nlr = -1e-3\n", "learning.lr must be at least 0, got -0.001"),
+    ("[model]\nthreads = 0\n", "model.threads must be at least 1, got 0"),
     ("learning = 3\n", "learning must be a table"),
     ("[variants]\nx = 3\n", "variants.x must be a table"),
 ])

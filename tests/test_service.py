@@ -3,7 +3,10 @@ import itertools
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -324,3 +327,27 @@ def test_service_stops_when_its_context_is_terminated():
     context.term()  # returns once the service has closed its socket
     thread.join(5)
     assert not thread.is_alive() and raised == [zmq.ETERM] and service.errors == 0
+
+
+def test_spawned_service_stops_when_its_parent_dies(tmp_path):
+    """The service watches the pid that started it, so a killed run leaves no process behind."""
+    script = ("from encoders.client import spawn_service\n"
+              "proc, endpoint = spawn_service()\n"
+              "print(proc.pid, flush=True)\n"
+              "import time; time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.2)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False

@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, EncoderError, FileNotFoundError) as err:
+    except (ValueError, ArithmeticError, EncoderError, FileNotFoundError) as err:
         # A user's mistake gets one line that says what is wrong, never a traceback.
         print(f"cortexreplay {args.command}: error: {err}", file=sys.stderr)
         return 2
