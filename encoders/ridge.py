@@ -16,21 +16,6 @@ __all__ = ["OnlineRidge"]
 _STATE = ("n_samples_seen_", "x_mean_", "y_mean_", "xx_", "xy_")
 
 
-def ridge_solve(xx, xy, alpha):
-    """Solve ``(xx + alpha I) W = xy`` for W.
-
-    Shapes: ``xx`` (n_features, n_features) symmetric PSD, ``xy`` (n_features,) or
-    (n_features, n_targets); returns W with the shape of ``xy``. Cholesky first (one factor shared
-    by all targets); least squares when the system is not positive definite (alpha = 0, rank
-    deficient).
-    """
-    A = xx + alpha * np.eye(xx.shape[0])
-    try:
-        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(A, check_finite=False), xy)
-    except np.linalg.LinAlgError:
-        return scipy.linalg.lstsq(A, xy, check_finite=False)[0]
-
-
 class OnlineRidge(RegressorMixin, BaseEstimator):
     """Ridge regression updated batch by batch; one Gram matrix shared by all targets.
 
@@ -135,9 +120,11 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
         self._cache = {}
         return self
 
-    def _solution(self):
+    def _system(self):
+        """The regularised system ``A = S⁻¹ xx S⁻¹ + alpha I`` factored once per update, the
+        right-hand side ``S⁻¹ xy``, the feature scales ``S`` and the means; cached."""
         check_is_fitted(self)
-        if "coef" not in self._cache:
+        if "system" not in self._cache:
             mx, my, n = self.x_mean_, self.y_mean_, self.n_samples_seen_
             xx, xy = self.xx_, self.xy_
             if not self.fit_intercept:
@@ -149,7 +136,26 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
                 std = np.sqrt(np.diag(self.xx_) / n)
                 scale = np.where(std > 10 * np.finfo(float).eps * np.abs(mx), std, 1.0)
             col = scale.reshape(-1, *[1] * (xy.ndim - 1))
-            W = ridge_solve(xx / np.outer(scale, scale), xy / col, self.alpha) / col
+            A = xx / np.outer(scale, scale) + self.alpha * np.eye(len(mx))
+            try:
+                factor = ("cholesky", scipy.linalg.cho_factor(A, check_finite=False))
+            except np.linalg.LinAlgError:  # not positive definite (alpha = 0, rank deficient)
+                factor = ("lstsq", A)
+            self._cache["system"] = (factor, xy / col, scale, col)
+        return self._cache["system"]
+
+    @staticmethod
+    def _apply_inverse(factor, B):
+        kind, value = factor
+        if kind == "cholesky":
+            return scipy.linalg.cho_solve(value, B, check_finite=False)
+        return scipy.linalg.lstsq(value, B, check_finite=False)[0]
+
+    def _solution(self):
+        if "coef" not in self._cache:
+            factor, rhs, _, col = self._system()
+            W = self._apply_inverse(factor, rhs) / col
+            mx, my = self.x_mean_, self.y_mean_
             b = my - mx @ W if self.fit_intercept else np.zeros_like(my)
             self._cache["coef"] = W.T.copy()
             self._cache["intercept"] = float(b) if b.ndim == 0 else b
@@ -164,11 +170,25 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
         return self._solution()[1]
 
     def predict(self, X):
-        """Predict ``Y`` for ``X`` (n_samples, n_features), in the dtype of ``X`` when floating."""
-        coef, intercept = self._solution()
+        """Predict ``Y`` for ``X`` (n_samples, n_features), in the dtype of ``X`` when floating.
+
+        With fewer samples than targets and no weights computed yet (the prequential case: a
+        trial's few frames, thousands of voxels), the system is solved against the samples
+        instead of every target: ``P = ((X − mx) S⁻¹) A⁻¹ (S⁻¹ xy) + my`` costs
+        ``n_features² n_samples`` instead of ``n_features² n_targets``.
+        """
+        check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         dtype = X.dtype
-        return X @ coef.T.astype(dtype) + np.asarray(intercept, dtype=dtype)
+        n_targets = self.y_mean_.shape[0] if self.y_mean_.ndim else 1
+        if "coef" in self._cache or X.shape[0] >= n_targets:
+            coef, intercept = self._solution()
+            return X @ coef.T.astype(dtype) + np.asarray(intercept, dtype=dtype)
+        factor, rhs, scale, _ = self._system()
+        Xc = X.astype(np.float64) - self.x_mean_ if self.fit_intercept else X.astype(np.float64)
+        Z = self._apply_inverse(factor, (Xc / scale).T)
+        P = Z.T @ rhs + (self.y_mean_ if self.fit_intercept else 0.0)
+        return P.astype(dtype)
 
     def state_dict(self):
         """Parameters and sufficient statistics as ``{name: ndarray or scalar}`` (copies)."""
