@@ -14,13 +14,16 @@ def _write(tmp_path, text, name="scen.toml"):
     return path
 
 
-def test_demo_resolves_three_variants_and_the_compare_pairs():
+def test_demo_resolves_its_variants_and_the_compare_pairs():
     scen = load_scenario(DEMO)
     assert scen.name == "demo"
-    assert list(scen.variants) == ["pretrained", "continuous", "continuous-shuffled"]
-    assert scen.compare == [("continuous", "pretrained"), ("continuous", "continuous-shuffled")]
+    assert list(scen.variants) == ["pretrained", "pretrained-shuffled", "continuous",
+                                   "continuous-shuffled"]
+    assert scen.compare == [("continuous", "pretrained"), ("continuous", "continuous-shuffled"),
+                            ("pretrained", "pretrained-shuffled")]
     v = scen.variants
     assert (v["pretrained"]["mode"], v["pretrained"]["order"]) == ("frozen", "recorded")
+    assert (v["pretrained-shuffled"]["mode"], v["pretrained-shuffled"]["order"]) == ("frozen", "shuffled")
     assert (v["continuous"]["mode"], v["continuous"]["order"]) == ("continuous", "recorded")
     assert (v["continuous-shuffled"]["mode"], v["continuous-shuffled"]["order"]) == ("continuous", "shuffled")
     for cfg in v.values():  # the base reaches every variant, defaults fill the rest
