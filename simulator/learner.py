@@ -66,7 +66,7 @@ class Learner:
         self.model, self.mode = model, mode
         self.steps_per_sound, self.retention = int(steps_per_sound), float(retention)
         self.mask_prob, self.mask_span = mask_prob, mask_span
-        self.streams = RandomStreams(seed)
+        self.streams = RandomStreams(seed, device=next(model.parameters()).device)
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._theta0 = [p.detach().clone() for p in self._params]
         self._layers = {name: list(m.parameters()) for name, m in layer_modules(model).items()}

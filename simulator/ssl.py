@@ -32,34 +32,45 @@ class RandomStreams:
     (True, True)
     """
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, device="cpu"):
         self.numpy = np.random.default_rng(seed)
-        with torch.random.fork_rng(devices=[]):
+        # On CUDA, dropout and the Gumbel noise draw from the device's generator: own that too.
+        device = torch.device(device)
+        self._cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=self._cuda):
             torch.manual_seed(seed)
             self._torch_state = torch.get_rng_state()
+            self._cuda_state = torch.cuda.get_rng_state(self._cuda[0]) if self._cuda else None
         self._numpy_global = np.random.RandomState(seed).get_state()
 
     @contextlib.contextmanager
     def active(self):
         """Make this learner's torch and numpy streams the global ones, restoring the caller's after."""
         saved_numpy = np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=self._cuda):
             torch.set_rng_state(self._torch_state)
+            if self._cuda:
+                torch.cuda.set_rng_state(self._cuda_state, self._cuda[0])
             np.random.set_state(self._numpy_global)
             try:
                 yield self
             finally:
                 self._torch_state = torch.get_rng_state()
+                if self._cuda:
+                    self._cuda_state = torch.cuda.get_rng_state(self._cuda[0])
                 self._numpy_global = np.random.get_state()
                 np.random.set_state(saved_numpy)
 
     def state_dict(self) -> dict:
         return {"numpy": self.numpy.bit_generator.state, "torch": self._torch_state.clone(),
+                "cuda": None if self._cuda_state is None else self._cuda_state.clone(),
                 "numpy_global": self._numpy_global}
 
     def load_state_dict(self, state: dict) -> "RandomStreams":
         self.numpy.bit_generator.state = state["numpy"]
         self._torch_state = state["torch"].clone()
+        if state.get("cuda") is not None:
+            self._cuda_state = state["cuda"].clone()
         self._numpy_global = state["numpy_global"]
         return self
 
