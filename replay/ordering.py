@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import check_choice
+
 ORDERS = ("recorded", "shuffled", "reversed")
 
 
 def check_order(order: str) -> str:
     """Return ``order`` if it is a known ordering, else raise a one-line ValueError."""
-    if order not in ORDERS:
-        allowed = ", ".join(repr(o) for o in ORDERS[:-1]) + f" and {ORDERS[-1]!r}"
-        raise ValueError(f"Invalid value for the 'order' parameter. Allowed values are {allowed}, "
-                         f"but got {order!r} instead.")
-    return order
+    return check_choice("order", order, ORDERS)
 
 
 def event_order(n_events: int, order: str = "recorded", seed: int = 0) -> np.ndarray:

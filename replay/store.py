@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from .checks import check_choice
+
 FORMAT = "cortexreplay.recording"
 STORE_VERSION = 1
 MODALITIES = ("fus", "fmri")
@@ -133,9 +135,7 @@ class RecordingWriter(_Closing):
     """
 
     def __init__(self, path, modality="fus", overwrite=False):
-        if modality not in MODALITIES:
-            raise StoreError("Invalid value for the 'modality' parameter. Allowed values are "
-                             f"'fus' and 'fmri', but got {modality!r} instead.")
+        check_choice("modality", modality, MODALITIES, StoreError)
         self.path = Path(path)
         if self.path.exists() and not overwrite and (self.path.is_file() or any(self.path.iterdir())):
             raise StoreError(f"{self.path.name}: path exists and is not empty; pass overwrite=True "

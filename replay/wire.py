@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
+from .checks import allowed_values
+
 PROTOCOL_VERSION = 1
 KINDS = ("open", "trial", "scores", "finish", "result", "ack", "error", "shutdown")
 DTYPES = ("float32", "float64", "int32", "int64", "uint8", "bool")
@@ -98,11 +100,6 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def _allowed(values) -> str:
-    """'a', 'b' and 'c': the allowed values as error messages list them."""
-    return ", ".join(repr(v) for v in values[:-1]) + f" and {values[-1]!r}"
-
-
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -113,7 +110,7 @@ def _wire_array(name, value) -> tuple[dict, np.ndarray]:
         raise ProtocolError(f"array names must be non-empty strings, but got {name!r}")
     array = np.asarray(value)
     if array.dtype.name not in DTYPES:
-        allowed = _allowed(DTYPES)
+        allowed = allowed_values(DTYPES)
         raise ProtocolError(
             f"Invalid dtype for array {name!r}. Allowed values are {allowed}, "
             f"but got {array.dtype.name!r} instead."
@@ -147,7 +144,7 @@ def encode(kind: str, fields: dict | None = None, arrays: dict | None = None, se
         C-contiguous and little-endian is the caller's own array, not a copy.
     """
     if not isinstance(kind, str) or kind not in KINDS:
-        allowed = _allowed(KINDS)
+        allowed = allowed_values(KINDS)
         raise ProtocolError(
             f"Invalid value for the 'kind' parameter. Allowed values are {allowed}, "
             f"but got {kind!r} instead."
@@ -230,7 +227,7 @@ def _check_envelope(header: dict, topic: memoryview) -> str:
         )
     kind = header.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
-        allowed = _allowed(KINDS)
+        allowed = allowed_values(KINDS)
         raise ProtocolError(
             f"Invalid message kind. Allowed values are {allowed}, but got {kind!r} instead."
         )
@@ -255,7 +252,7 @@ def _check_spec(spec, position: int) -> tuple[str, np.dtype, tuple[int, ...], in
     if not isinstance(name, str) or not name:
         raise ProtocolError(f"header 'arrays'[{position}] name must be a non-empty string")
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        allowed = _allowed(DTYPES)
+        allowed = allowed_values(DTYPES)
         raise ProtocolError(
             f"Invalid dtype for array {name!r}. Allowed values are {allowed}, "
             f"but got {dtype!r} instead."

@@ -22,6 +22,7 @@ import torch
 from scipy.signal import lfilter
 from scipy.stats import gamma
 
+from replay.checks import check_choice
 from replay.store import RecordingWriter, StoreError
 from replay.trials import frame_window
 
@@ -95,9 +96,7 @@ def _synthesize(out, checkpoint, settings: CortexSettings, overwrite: bool, log)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise StoreError(f"{out} already exists; pass --force (overwrite=True) to replace it")
     names = layer_names(load_checkpoint(checkpoint)[0])
-    if settings.read_layer not in names:
-        raise ValueError(f"Invalid value for the 'read_layer' parameter. Allowed values are "
-                         f"{', '.join(map(repr, names))}, but got {settings.read_layer!r} instead.")
+    check_choice("read_layer", settings.read_layer, names)
     # Written beside the target and renamed into place at the end: an interrupted synth never
     # leaves something that looks like a finished store.
     partial = out.with_name(out.name + ".partial")

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from replay.checks import check_choice
+
 from .features import extract_features
 from .model import layer_modules
 from .ssl import RandomStreams, ssl_step
@@ -58,9 +60,7 @@ class Learner:
     def __init__(self, model, mode: str = "continuous", lr: float = 1e-4, steps_per_sound: int = 1,
                  retention: float = 1.0, weight_decay: float = 0.0, optimizer_state=None,
                  seed: int = 0, mask_prob: float = 0.4, mask_span: int = 3):
-        if mode not in MODES:
-            raise ValueError(f"Invalid value for the 'mode' parameter. Allowed values are "
-                             f"{', '.join(map(repr, MODES))}, but got {mode!r} instead.")
+        check_choice("mode", mode, MODES)
         if not 0.0 <= retention <= 1.0:
             raise ValueError(f"retention must lie in [0, 1], got {retention}")
         self.model, self.mode = model, mode

@@ -11,6 +11,8 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from transformers.utils import logging as hf_logging
 
+from replay.checks import check_choice
+
 hf_logging.disable_progress_bar()  # per-call bars would interleave with the replay's own
 
 # Shared by every size. layerdrop=0 keeps every block in every step (transformers draws layerdrop
@@ -56,10 +58,7 @@ def build_model(size: str = "tiny", seed: int = 0) -> Wav2Vec2ForPreTraining:
     >>> layer_names(model)
     ['cnn', 'layer_1', 'layer_2', 'layer_3', 'layer_4']
     """
-    if size not in SIZES:
-        allowed = ", ".join(repr(s) for s in SIZES)
-        raise ModelError(f"Invalid value for the 'size' parameter. Allowed values are {allowed}, "
-                         f"but got {size!r} instead.")
+    check_choice("size", size, SIZES, ModelError)
     config = Wav2Vec2Config(**{**_COMMON, **SIZES[size]})
     # Initialise under our own seed without touching the caller's global torch stream.
     with torch.random.fork_rng(devices=[]):

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from replay.checks import allowed_values
 from replay.ordering import ORDERS
 
 from .learner import MODES
@@ -178,9 +179,8 @@ def _check_value(value, default, key, path, where):
         kind = _TYPE_NAMES[type(default[0])].split()[-1]
         raise ScenarioError(f"{where}: {path} must be a list of {kind}s, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
-        allowed = ", ".join(repr(c) for c in CHOICES[key][:-1]) + f" and {CHOICES[key][-1]!r}"
-        raise ScenarioError(f"{where}: invalid value for {path!r}. Allowed values are {allowed}, "
-                            f"but got {value!r} instead.")
+        raise ScenarioError(f"{where}: invalid value for {path!r}. Allowed values are "
+                            f"{allowed_values(CHOICES[key])}, but got {value!r} instead.")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < MINIMUM.get(key, 0):
         raise ScenarioError(f"{where}: {path} must be at least {MINIMUM.get(key, 0)}, got {value!r}")
     return value

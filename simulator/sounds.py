@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
+from replay.checks import check_choice
+
 CATEGORIES = ("speech", "music", "noise", "sweep")
 TARGET_RMS = 0.1
 FADE_S = 0.01
@@ -36,15 +38,6 @@ _SCALES = (
     np.array([0, 2, 3, 5, 7, 8, 10]),  # natural minor
     np.array([0, 2, 4, 7, 9]),         # major pentatonic
 )
-
-
-def _check_category(category) -> None:
-    if category not in CATEGORIES:
-        allowed = ", ".join(repr(c) for c in CATEGORIES[:-1]) + f" and {CATEGORIES[-1]!r}"
-        raise ValueError(
-            f"Invalid value for the 'category' parameter. Allowed values are {allowed}, "
-            f"but got {category!r} instead."
-        )
 
 
 def _smooth_random(n: int, sample_rate: int, knot_s: float, rng) -> np.ndarray:
@@ -298,7 +291,7 @@ def make_sound(category: str, duration_s: float, rng: np.random.Generator,
     audio : np.ndarray, shape (round(duration_s * sample_rate),), float32
         RMS 0.1, peaks below 1, 10 ms cosine fades at both ends.
     """
-    _check_category(category)
+    check_choice("category", category, CATEGORIES)
     if not sample_rate > 0:
         raise ValueError(f"Invalid value for the 'sample_rate' parameter. It must be positive, "
                          f"but got {sample_rate!r} instead.")

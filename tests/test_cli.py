@@ -118,7 +118,7 @@ def test_synth_checks_the_read_layer_and_an_existing_store(tmp_path, capsys, tin
     base = ["synth", "--checkpoint", str(tiny_checkpoint), "--sounds", "2", "--duration", "0.5",
             "--subjects", "1", "--voxels", "4", "--repeats", "1"]
     _fails(capsys, base + ["--out", str(tmp_path / "a.zarr"), "--read-layer", "layer_9"], "synth",
-           "Allowed values are 'cnn', 'layer_1', 'layer_2', 'layer_3', 'layer_4', but got 'layer_9'")
+           "Allowed values are 'cnn', 'layer_1', 'layer_2', 'layer_3' and 'layer_4', but got 'layer_9'")
     _fails(capsys, base + ["--out", str(tiny_recording)], "synth", "already exists; pass --force")
     assert not list(tmp_path.iterdir())  # nothing half-written was left behind
 

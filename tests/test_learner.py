@@ -133,7 +133,7 @@ def test_same_seed_same_features(checkpoint):
 
 def test_bad_mode_message(checkpoint):
     with pytest.raises(ValueError, match=r"^Invalid value for the 'mode' parameter\. Allowed values are "
-                                         r"'frozen', 'continuous', but got 'online' instead\.$"):
+                                         r"'frozen' and 'continuous', but got 'online' instead\.$"):
         Learner(checkpoint[0], mode="online")
 
 

@@ -34,7 +34,7 @@ def test_build_model_seeded_and_leaves_global_stream_alone():
 
 def test_bad_size_message():
     with pytest.raises(ModelError, match=r"^Invalid value for the 'size' parameter\. Allowed values are "
-                                         r"'tiny', 'small', 'base', but got 'huge' instead\.$"):
+                                         r"'tiny', 'small' and 'base', but got 'huge' instead\.$"):
         build_model("huge")
     assert issubclass(ModelError, ValueError)
 
