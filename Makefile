@@ -1,6 +1,9 @@
 # Set-up lives here so that a fresh clone needs only `make demo` and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
+# Where pip finds torch. Empty: the default index (or this machine's own wheels). On a CPU-only
+# machine elsewhere, TORCH_INDEX=https://download.pytorch.org/whl/cpu avoids the CUDA build.
+TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/cortexreplay
 STAMP := $(VENV)/.installed
@@ -12,7 +15,7 @@ DEMO := demo
 # multi-GB CUDA build. The stamp makes a second `make` skip the install when nothing changed.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
