@@ -70,6 +70,9 @@ class Learner:
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._theta0 = [p.detach().clone() for p in self._params]
         self._layers = {name: list(m.parameters()) for name, m in layer_modules(model).items()}
+        # Weights before each update, for ||dW||: buffers made once and refilled per sound.
+        self._before = {} if mode == "frozen" else {
+            name: [p.detach().clone() for p in ps] for name, ps in self._layers.items()}
         self.optimizer = torch.optim.AdamW(self._params, lr=lr, weight_decay=weight_decay)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
@@ -85,13 +88,17 @@ class Learner:
         """Update on one sound according to the mode and report what changed."""
         if self.mode == "frozen":
             return TrialRecord(delta_w={name: 0.0 for name in self._layers})
-        before = {name: [p.detach().clone() for p in ps] for name, ps in self._layers.items()}
+        with torch.no_grad():
+            for name, ps in self._layers.items():
+                for buffer, p in zip(self._before[name], ps):
+                    buffer.copy_(p)
         steps = [ssl_step(self.model, self.optimizer, wave, self.streams, self.mask_prob,
                           self.mask_span) for _ in range(self.steps_per_sound)]
         if self.retention < 1.0:
             self._relax()
         with torch.no_grad():
-            delta_w = {name: float(torch.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(ps, before[name]))))
+            delta_w = {name: float(torch.sqrt(sum(((p - q) ** 2).sum()
+                                                  for p, q in zip(ps, self._before[name]))))
                        for name, ps in self._layers.items()}
         mean = lambda key: float(np.mean([getattr(s, key) for s in steps]))  # noqa: E731
         return TrialRecord(mean("loss"), mean("contrastive"), mean("diversity"),
