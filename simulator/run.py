@@ -112,8 +112,13 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
 
 
 def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None = None,
-                 force: bool = False, log=print, progress_bar: bool = True) -> list[str]:
-    """Run every run of ``scenario`` not already in ``results``; return the run ids written."""
+                 force: bool = False, log=print, progress_bar: bool = True,
+                 encoder: str | None = None) -> list[str]:
+    """Run every run of ``scenario`` not already in ``results``; return the run ids written.
+
+    ``encoder`` is the endpoint of a running encoder service to use (and leave running); by
+    default a service is started for the call and stopped after it.
+    """
     recording = open_recording(store)  # validates the store, once
     for cfg in scenario.variants.values():
         cfg["data"]["store"] = str(store)  # the store actually replayed, stored with each run
@@ -142,6 +147,8 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
         return []
     total = sum(len(recording.events(s.subject, s.config["data"]["session"])) for s in todo)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+    if encoder is not None:
+        return _run_pool(todo, str(store), encoder, jobs, root, total, progress_bar, log)
     service, endpoint = spawn_service()
     try:
         return _run_pool(todo, str(store), endpoint, jobs, root, total, progress_bar, log)

@@ -145,3 +145,33 @@ def test_changed_setting_needs_force(finished, capsys):
     assert f"{results} already holds run " in lines[0]
     assert "made with other settings; pass --force to replace it or choose another --results" in lines[0]
     assert len(read_runs(results)) == 3
+
+
+def test_run_uses_a_running_encoder_service_and_leaves_it_running(finished, tmp_path, capsys):
+    """`--encoder ENDPOINT`: the same frozen run through a service we started ourselves."""
+    import threading
+
+    from encoders.client import EncoderClient
+    from encoders.service import EncoderService
+
+    service = EncoderService("tcp://127.0.0.1:*")
+    thread = threading.Thread(target=service.serve_forever, daemon=True)
+    thread.start()
+    argv, results, _ = finished
+    scenario = tmp_path / "frozen.toml"
+    scenario.write_text(SCENARIO.split("[variants.frozen]")[0].replace(
+        'compare = [["continuous", "frozen"], ["continuous", "continuous-shuffled"]]\n', "")
+        + '[variants.frozen]\nmode = "frozen"\n')
+    own = tmp_path / "own.zarr"
+    rest = argv[2:]
+    rest[rest.index("--results") + 1] = str(own)
+    assert main(["run", str(scenario), *rest, "--encoder", service.endpoint]) == 0
+    (mine,) = read_runs(own)
+    (theirs,) = [r for r in read_runs(results) if r["variant"] == "frozen"]
+    np.testing.assert_array_equal(mine["scores"]["event_stats"], theirs["scores"]["event_stats"])
+    assert thread.is_alive()  # not shut down by the run
+    client = EncoderClient(service.endpoint, timeout_s=10)
+    client.shutdown()
+    client.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()

@@ -12,6 +12,9 @@ def add_parser(sub):
                    help="override a scenario key, e.g. --set learning.lr=1e-3 (repeatable)")
     p.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: cores)")
     p.add_argument("--force", action="store_true", help="redo runs already in the results store")
+    p.add_argument("--encoder", metavar="ENDPOINT", default=None,
+                   help="use the encoder service at ENDPOINT (see 'cortexreplay encoder serve') "
+                        "instead of starting one")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=main)
 
@@ -24,5 +27,5 @@ def main(args):
         raise ValueError("no recording store: pass --store or set data.store in the scenario")
     results = args.results or f"results/{scenario.name}.zarr"
     written = run_scenario(scenario, store, results, jobs=args.jobs, force=args.force,
-                           progress_bar=not args.no_progress)
+                           progress_bar=not args.no_progress, encoder=args.encoder)
     print(f"run: {len(written)} run(s) written to {results}")
