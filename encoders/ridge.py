@@ -109,9 +109,12 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
         Xc, yc = X - mx_b, y - my_b
         dx, dy = mx_b - self.x_mean_, my_b - self.y_mean_
         w = n_a * n_b / n
-        # Chan et al. (1979) pairwise update of centred co-moments.
-        self.xx_ += Xc.T @ Xc + w * np.outer(dx, dx)
-        self.xy_ += Xc.T @ yc + w * np.multiply.outer(dx, dy)
+        # Chan et al. (1979) pairwise update of centred co-moments. The batch's rows and the
+        # mean-shift term sqrt(w) d go through one matrix product each (no outer temporaries).
+        A = np.vstack([Xc, np.sqrt(w) * dx])
+        B = np.vstack([yc.reshape(n_b, -1), np.sqrt(w) * np.reshape(dy, (1, -1))])
+        self.xx_ += A.T @ A
+        self.xy_ += (A.T @ B).reshape(self.xy_.shape)
         self.x_mean_ += (n_b / n) * dx
         self.y_mean_ += (n_b / n) * dy
         self.n_samples_seen_ = n
@@ -136,7 +139,10 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
                 std = np.sqrt(np.diag(self.xx_) / n)
                 scale = np.where(std > 10 * np.finfo(float).eps * np.abs(mx), std, 1.0)
             col = scale.reshape(-1, *[1] * (xy.ndim - 1))
-            A = xx / np.outer(scale, scale) + self.alpha * np.eye(len(mx))
+            inv = 1.0 / scale
+            A = xx * inv[:, None]
+            A *= inv[None, :]
+            A.flat[:: len(mx) + 1] += self.alpha  # + alpha I, without building I
             try:
                 factor = ("cholesky", scipy.linalg.cho_factor(A, check_finite=False))
             except np.linalg.LinAlgError:  # not positive definite (alpha = 0, rank deficient)
