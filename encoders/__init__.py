@@ -1,12 +1,14 @@
 """Online encoding models, prequential scores, statistics over sounds, and their ZeroMQ service."""
+from .ceiling import CEILING_FORMULA, noise_ceiling, normalised_score, spearman_brown
 from .client import EncoderClient, EncoderError, spawn_service
 from .encoding import PrequentialEncoder
 from .lags import lagged
 from .ridge import OnlineRidge
 from .scores import PrequentialScore, frame_stats, pearson_from_stats, r2_from_stats
 from .service import EncoderService
-from .stats import bootstrap_ci, paired_bootstrap, paired_permutation_test, score
+from .stats import bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_test, score
 
-__all__ = ["EncoderClient", "EncoderError", "spawn_service", "PrequentialEncoder", "lagged",
+__all__ = ["CEILING_FORMULA", "noise_ceiling", "normalised_score", "spearman_brown", "fdr_bh",
+           "EncoderClient", "EncoderError", "spawn_service", "PrequentialEncoder", "lagged",
            "OnlineRidge", "PrequentialScore", "frame_stats", "pearson_from_stats", "r2_from_stats",
            "EncoderService", "bootstrap_ci", "paired_bootstrap", "paired_permutation_test", "score"]

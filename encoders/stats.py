@@ -20,7 +20,7 @@ import numpy as np
 
 from encoders.scores import STAT_NAMES, pearson_from_stats
 
-__all__ = ["score", "bootstrap_ci", "paired_bootstrap", "paired_permutation_test"]
+__all__ = ["score", "bootstrap_ci", "paired_bootstrap", "paired_permutation_test", "fdr_bh"]
 
 # Bytes of pooled stats held at once per chunk of resamples.
 _CHUNK_BYTES = 64 * 2**20
@@ -210,3 +210,43 @@ def paired_permutation_test(stats_a, stats_b, n_perm=1000, seed=0):
         d = _pooled_score(total_a + shift, layout) - _pooled_score(total_b - shift, layout)
         hits += int(np.count_nonzero(np.abs(d) >= threshold))
     return (1 + hits) / (1 + n_perm)
+
+
+def fdr_bh(p_values, alpha=0.05):
+    """Benjamini-Hochberg false discovery rate control; any shape -> (rejected, q_values).
+
+    With the ``m`` non-NaN p-values sorted, ``p_(1) <= … <= p_(m)``, the q-value (adjusted
+    p-value) of ``p_(i)`` is ``q_(i) = min(1, min_{j >= i} m p_(j) / j)``, and ``rejected`` is
+    ``q <= alpha``: the step-up rule that rejects ``p_(1) … p_(k)`` with ``k`` the largest ``i``
+    such that ``p_(i) <= i alpha / m``. NaN p-values (untested voxels) are not counted in ``m``,
+    not rejected, and get NaN q-values. ``rejected`` is bool, ``q_values`` float64, both shaped
+    like ``p_values``.
+
+    >>> rejected, q = fdr_bh([0.01, 0.04, 0.03, 0.2, np.nan])
+    >>> rejected.tolist(), np.round(q, 4).tolist()
+    ([True, False, False, False, False], [0.04, 0.0533, 0.0533, 0.2, nan])
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if not (isinstance(alpha, (int, float, np.integer, np.floating)) and 0 < alpha < 1):
+        raise ValueError(
+            "Invalid value for the 'alpha' parameter. Allowed values are numbers in (0, 1), but "
+            f"got {alpha!r} instead."
+        )
+    tested = ~np.isnan(p)
+    if ((p[tested] < 0) | (p[tested] > 1)).any():
+        bad = p[tested][(p[tested] < 0) | (p[tested] > 1)][0]
+        raise ValueError(
+            "Invalid value for the 'p_values' parameter. Allowed values are numbers in [0, 1] or "
+            f"NaN, but got {float(bad)!r} instead."
+        )
+    flat = p[tested]
+    order = np.argsort(flat, kind="stable")
+    m = flat.size
+    adjusted = flat[order] * m / np.arange(1, m + 1)
+    # Running minimum from the largest p down: the step-up part of the procedure.
+    adjusted = np.minimum(np.minimum.accumulate(adjusted[::-1])[::-1], 1.0)
+    q = np.full(p.shape, np.nan)
+    q_tested = np.empty(m)
+    q_tested[order] = adjusted
+    q[tested] = q_tested
+    return tested & (q <= alpha), q

@@ -1,6 +1,8 @@
 """The learner: a wav2vec 2.0 that sees each sound, gives its features, then (maybe) learns from it."""
 from __future__ import annotations
 
+import copy
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,7 +14,7 @@ from .features import extract_features
 from .model import layer_modules
 from .ssl import RandomStreams, ssl_step
 
-MODES = ("frozen", "continuous")
+MODES = ("frozen", "continuous", "reset")
 
 
 @dataclass
@@ -25,6 +27,8 @@ class TrialRecord:
     perplexity: float = float("nan")
     grad_norm: float = float("nan")
     delta_w: dict[str, float] = field(default_factory=dict)
+    time_features: float = 0.0  # seconds spent reading features, and learning, on this sound
+    time_learn: float = 0.0
 
 
 class Learner:
@@ -34,9 +38,13 @@ class Learner:
     ----------
     model : Wav2Vec2ForPreTraining
         Starting weights (``theta0``); the learner owns and changes this model.
-    mode : {"frozen", "continuous"}
+    mode : {"frozen", "continuous", "reset"}
         ``frozen`` never updates (the study's "Pretrained"); ``continuous`` takes
         ``steps_per_sound`` self-supervised AdamW steps on each sound after its features are read.
+        ``reset`` adapts to each sound exactly as ``continuous``, reads the features of the
+        adapted network, then restores the starting weights and optimizer state: transient
+        adaptation, no history. (Read before the update, as ``continuous`` does, its features
+        would be the frozen network's by construction.)
     lr, steps_per_sound, weight_decay : AdamW settings of the continuous update.
     retention : float
         After each sound, ``theta <- theta0 + retention * (theta - theta0)``. 1.0 is pure
@@ -75,9 +83,37 @@ class Learner:
             name: [p.detach().clone() for p in ps] for name, ps in self._layers.items()}
         self.optimizer = torch.optim.AdamW(self._params, lr=lr, weight_decay=weight_decay)
         if optimizer_state is not None:
-            self.optimizer.load_state_dict(optimizer_state)
+            # A copy: AdamW updates its state in place, and the caller's dict may serve others.
+            self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
             for group in self.optimizer.param_groups:  # the scenario's rate, not the checkpoint's
                 group["lr"], group["weight_decay"] = lr, weight_decay
+        self._optimizer0 = copy.deepcopy(self.optimizer.state_dict()) if mode == "reset" else None
+
+    def observe(self, wave, sample_rate: float, frame_rate: float,
+                offset_s: float = 0.0) -> tuple[dict[str, np.ndarray], TrialRecord]:
+        """One trial of the mode: the features the brain is compared with, and what learning did."""
+        t0 = time.perf_counter()
+        if self.mode == "reset":
+            record = self.learn(wave)
+            t1 = time.perf_counter()
+            features = self.features(wave, sample_rate, frame_rate, offset_s)
+            self.restore()
+            record.time_learn, record.time_features = t1 - t0, time.perf_counter() - t1
+            return features, record
+        features = self.features(wave, sample_rate, frame_rate, offset_s)
+        t1 = time.perf_counter()
+        record = self.learn(wave)
+        record.time_features, record.time_learn = t1 - t0, time.perf_counter() - t1
+        return features, record
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Back to the starting weights and optimizer state (the ``reset`` mode, after each sound)."""
+        for p, p0 in zip(self._params, self._theta0):
+            p.copy_(p0)
+        if self._optimizer0 is not None:
+            # A deep copy: load_state_dict may keep the given tensors, which AdamW then changes.
+            self.optimizer.load_state_dict(copy.deepcopy(self._optimizer0))
 
     def features(self, wave, sample_rate: float, frame_rate: float,
                  offset_s: float = 0.0) -> dict[str, np.ndarray]:

@@ -59,7 +59,11 @@ def build_model(size: str = "tiny", seed: int = 0) -> Wav2Vec2ForPreTraining:
     ['cnn', 'layer_1', 'layer_2', 'layer_3', 'layer_4']
     """
     check_choice("size", size, SIZES, ModelError)
-    config = Wav2Vec2Config(**{**_COMMON, **SIZES[size]})
+    return init_model(Wav2Vec2Config(**{**_COMMON, **SIZES[size]}), seed)
+
+
+def init_model(config: Wav2Vec2Config, seed: int = 0) -> Wav2Vec2ForPreTraining:
+    """Untrained weights for ``config``, deterministic from ``seed``."""
     # Initialise under our own seed without touching the caller's global torch stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -25,7 +25,7 @@ from encoders.client import EncoderClient, spawn_service
 from replay.store import open_recording
 from replay.trials import replay_session
 
-from .learner import Learner
+from .modes import build_learner
 from .model import layer_names
 from .pretrain import load_checkpoint
 from .results import RunResult, completed_config, open_results, provenance, write_run
@@ -55,14 +55,10 @@ def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> RunR
 
 
 def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> RunResult:
-    cfg, learning = spec.config, spec.config["learning"]
+    cfg = spec.config
     recording = open_recording(store, validate=False)  # the parent validated it
-    model, optimizer_state, _ = load_checkpoint(cfg["model"]["checkpoint"])
-    model.to(cfg["model"]["device"])
-    learner = Learner(model, cfg["mode"], lr=learning["lr"], steps_per_sound=learning["steps_per_sound"],
-                      retention=learning["retention"], weight_decay=learning["weight_decay"],
-                      optimizer_state=optimizer_state, seed=spec.seed,
-                      mask_prob=learning["mask_prob"], mask_span=learning["mask_span"])
+    learner = build_learner(cfg, spec.seed, recording)
+    model = learner.model
     layers = layer_names(model) if cfg["encoder"]["layers"] == ["all"] else cfg["encoder"]["layers"]
     unknown = sorted(set(layers) - set(layer_names(model)))
     if unknown:
@@ -82,17 +78,16 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
                             speed=cfg["data"]["speed"] or None)
     for trial in trials:
         t0 = time.perf_counter()
-        features = learner.features(trial.waveform, trial.sample_rate, trial.frame_rate,
-                                    trial.offset_s)
-        t1 = time.perf_counter()
-        record = learner.learn(trial.waveform)
+        features, record = learner.observe(trial.waveform, trial.sample_rate, trial.frame_rate,
+                                           trial.offset_s)
         t2 = time.perf_counter()
         aligned = {name: align(features[name], len(trial.frames)) for name in layers}
         trial_r = client.trial(spec.run_id, trial.index, trial.event, aligned, trial.frames)
         t3 = time.perf_counter()
         for k, v in (("event", trial.event), ("stimulus", trial.stimulus), ("repeat", trial.repeat),
                      ("delta_w", [record.delta_w[name] for name in layer_names(model)]),
-                     ("trial_r", trial_r), ("time_features", t1 - t0), ("time_learn", t2 - t1),
+                     ("trial_r", trial_r), ("time_features", record.time_features),
+                     ("time_learn", record.time_learn),
                      ("time_encoder", t3 - t2), ("time_total", t3 - t0)):
             rows[k].append(v)
         for k in TRIAL_FIELDS:

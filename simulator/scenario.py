@@ -15,7 +15,7 @@ from pathlib import Path
 from replay.checks import allowed_values
 from replay.ordering import ORDERS
 
-from .learner import MODES
+from .modes import RUN_MODES
 
 
 class ScenarioError(ValueError):
@@ -24,7 +24,7 @@ class ScenarioError(ValueError):
 
 DEFAULTS = {
     "description": "",
-    "mode": "continuous",          # frozen | continuous
+    "mode": "continuous",          # frozen | continuous | reset | random | offline (simulator.modes)
     "order": "recorded",           # recorded | shuffled | reversed
     "seeds": [0],                  # learner seeds (masks, negatives, dropout; and the shuffle)
     "data": {
@@ -47,6 +47,7 @@ DEFAULTS = {
         "weight_decay": 0.0,
         "mask_prob": 0.4,
         "mask_span": 3,
+        "offline_epochs": 1,       # the offline mode's passes over the recording's sounds
     },
     "encoder": {
         "lags": [0, 1, 2, 3, 4, 5],  # FIR lags in frames
@@ -55,7 +56,7 @@ DEFAULTS = {
         "layers": ["all"],
     },
 }
-CHOICES = {"mode": MODES, "order": ORDERS}
+CHOICES = {"mode": RUN_MODES, "order": ORDERS}
 MINIMUM = {"threads": 1, "sample_rate": 1, "steps_per_sound": 1, "mask_span": 1}
 TOP_ONLY = ("variants", "compare")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "a boolean"}

@@ -133,7 +133,7 @@ def test_same_seed_same_features(checkpoint):
 
 def test_bad_mode_message(checkpoint):
     with pytest.raises(ValueError, match=r"^Invalid value for the 'mode' parameter\. Allowed values are "
-                                         r"'frozen' and 'continuous', but got 'online' instead\.$"):
+                                         r"'frozen', 'continuous' and 'reset', but got 'online' instead\.$"):
         Learner(checkpoint[0], mode="online")
 
 
@@ -141,3 +141,26 @@ def test_bad_mode_message(checkpoint):
 def test_bad_retention(checkpoint, retention):
     with pytest.raises(ValueError, match=rf"retention must lie in \[0, 1\], got {retention}"):
         Learner(checkpoint[0], retention=retention)
+
+
+def test_reset_adapts_to_each_sound_then_forgets(checkpoint):
+    """reset: the features come from the network adapted to *this* sound, and nothing carries over."""
+    model, state = checkpoint[0], checkpoint[1]
+    waves = [np.random.default_rng(s).standard_normal(16000).astype(np.float32) for s in (1, 2)]
+    reset = Learner(copy.deepcopy(model), "reset", lr=3e-3, steps_per_sound=2, seed=3,
+                    optimizer_state=state)
+    frozen = Learner(copy.deepcopy(model), "frozen")
+    twin = Learner(copy.deepcopy(model), "continuous", lr=3e-3, steps_per_sound=2, seed=3,
+                   optimizer_state=state)
+    steps0 = [s["step"].item() for s in reset.optimizer.state_dict()["state"].values()]
+    features, record = reset.observe(waves[0], 16000, 1.0)
+    twin.learn(waves[0])  # the same update, kept
+    expected = twin.features(waves[0], 16000, 1.0)
+    for name in features:
+        np.testing.assert_allclose(features[name], expected[name], rtol=1e-5, atol=1e-6)
+    assert record.delta_w["layer_1"] > 0
+    for p, q in zip(reset.model.parameters(), frozen.model.parameters()):
+        assert torch.equal(p, q)  # back to the start
+    assert [s["step"].item() for s in reset.optimizer.state_dict()["state"].values()] == steps0
+    second, _ = reset.observe(waves[1], 16000, 1.0)
+    assert not np.allclose(second["layer_1"], frozen.features(waves[1], 16000, 1.0)["layer_1"])

@@ -61,7 +61,7 @@ def test_unknown_key_names_its_dotted_path(tmp_path, text, path):
 
 
 def test_unknown_key_lists_the_known_keys(tmp_path):
-    with pytest.raises(ScenarioError, match="known keys here: lr, mask_prob, mask_span, retention, "
+    with pytest.raises(ScenarioError, match="known keys here: lr, mask_prob, mask_span, offline_epochs, retention, "
                                             "steps_per_sound, weight_decay"):
         load_scenario(_write(tmp_path, "[learning]\nlrr = 1e-3\n"))
 
@@ -89,8 +89,8 @@ def test_scalars_promote_to_lists_and_ints_to_floats(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("mode = 'frozn'\n", r"invalid value for 'mode'\. Allowed values are 'frozen' and 'continuous', "
-                         r"but got 'frozn' instead\."),
+    ("mode = 'frozn'\n", r"invalid value for 'mode'\. Allowed values are 'frozen', 'continuous', "
+                         r"'reset', 'random' and 'offline', but got 'frozn' instead\."),
     ("[variants.x]\norder = 'shuffle'\n",
      r"invalid value for 'variants\.x\.order'\. Allowed values are 'recorded', 'shuffled' "
      r"and 'reversed', but got 'shuffle' instead\."),

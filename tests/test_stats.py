@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from encoders.scores import frame_stats, pearson_from_stats
-from encoders.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test, score
+from encoders.stats import (bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_test,
+                            score)
 
 
 def _runs(seed, n_sounds=40, n_voxels=10, n_frames=10, noise_a=1.0, noise_b=1.0):
@@ -136,3 +137,44 @@ def test_groups_with_different_voxels_average_their_scores():
     assert paired_permutation_test([a, c], [a, c]) == 1.0
     with pytest.raises(ValueError, match="same sounds, replicates, voxels"):
         paired_bootstrap([a, c], [b])
+
+
+def test_fdr_bh_hand_computed_step_up():
+    p = np.array([0.001, 0.008, 0.039, 0.041, 0.042, 0.060, 0.074, 0.205, np.nan])
+    # q_(i) = min over j >= i of m p_(j) / j with m = 8 (the NaN is not counted):
+    # 8 p / i = .008 .032 .104 .082 .0672 .08 .08457 .205, then the running minimum from the right.
+    q_expected = [0.008, 0.032, 0.0672, 0.0672, 0.0672, 0.08, 0.592 / 7, 0.205, np.nan]
+    rejected, q = fdr_bh(p)
+    np.testing.assert_allclose(q, q_expected, rtol=1e-12)
+    assert rejected.tolist() == [True, True] + [False] * 7
+    # At 0.07 the step-up rejects p = 0.039 too, whose own 8 p / 3 = 0.104 exceeds alpha:
+    # the largest i with p_(i) <= 0.07 i / 8 is 5.
+    assert fdr_bh(p, alpha=0.07)[0].tolist() == [True] * 5 + [False] * 4
+    shuffled = np.random.default_rng(0).permutation(9)
+    np.testing.assert_allclose(fdr_bh(p[shuffled])[1], np.array(q_expected)[shuffled])
+
+
+def test_fdr_bh_matches_scipy_any_shape():
+    from scipy.stats import false_discovery_control
+
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.uniform(size=150), rng.uniform(0, 0.002, size=50)])
+    p = rng.permutation(p).reshape(20, 10)
+    rejected, q = fdr_bh(p, alpha=0.05)
+    assert q.shape == rejected.shape == (20, 10) and rejected.dtype == bool
+    np.testing.assert_allclose(q.ravel(), false_discovery_control(p.ravel(), method="bh"),
+                               rtol=1e-12)
+    assert np.array_equal(rejected, q <= 0.05)
+    assert 50 <= rejected.sum() < 60
+    p_nan = p.copy()
+    p_nan[0] = np.nan
+    rejected, q = fdr_bh(p_nan)
+    assert np.isnan(q[0]).all() and not rejected[0].any()
+    np.testing.assert_allclose(q[1:].ravel(), false_discovery_control(p[1:].ravel()), rtol=1e-12)
+
+
+def test_fdr_bh_bad_values():
+    with pytest.raises(ValueError, match=r"'alpha' parameter.*\(0, 1\), but got 1.5 instead"):
+        fdr_bh([0.1], alpha=1.5)
+    with pytest.raises(ValueError, match=r"'p_values'.*\[0, 1\] or NaN, but got 1.2 instead"):
+        fdr_bh([0.1, 1.2])

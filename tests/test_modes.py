@@ -1,0 +1,64 @@
+"""The run modes: what network each one replays with, and whether it learns."""
+import copy
+
+import pytest
+import torch
+
+from replay.store import open_recording
+from simulator.modes import RUN_MODES, build_learner
+from simulator.pretrain import load_checkpoint
+from simulator.scenario import DEFAULTS
+
+
+def _cfg(checkpoint, mode, **learning):
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["mode"] = mode
+    cfg["model"]["checkpoint"] = str(checkpoint)
+    cfg["learning"].update({"lr": 3e-3, "steps_per_sound": 1, **learning})
+    return cfg
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_every_mode_builds(tiny_checkpoint, tiny_recording):
+    rec = open_recording(tiny_recording)
+    wave = rec.audio(0)
+    for mode in RUN_MODES:
+        learner = build_learner(_cfg(tiny_checkpoint, mode), seed=0, recording=rec)
+        features, record = learner.observe(wave, rec.sample_rate, 1.0)
+        assert features["layer_1"].shape == (1, 128)
+        learns = mode in ("continuous", "reset")
+        assert (record.delta_w["layer_1"] > 0) == learns, mode
+
+
+def test_random_is_untrained_and_seeded(tiny_checkpoint):
+    start, _, _ = load_checkpoint(tiny_checkpoint)
+    a = build_learner(_cfg(tiny_checkpoint, "random"), seed=1).model
+    b = build_learner(_cfg(tiny_checkpoint, "random"), seed=1).model
+    c = build_learner(_cfg(tiny_checkpoint, "random"), seed=2).model
+    assert _same_weights(a, b) and not _same_weights(a, c) and not _same_weights(a, start)
+    assert a.quantizer.temperature == start.quantizer.temperature
+
+
+def test_offline_has_heard_every_sound_then_stays_frozen(tiny_checkpoint, tiny_recording):
+    rec = open_recording(tiny_recording)
+    start, _, _ = load_checkpoint(tiny_checkpoint)
+    learner = build_learner(_cfg(tiny_checkpoint, "offline", offline_epochs=2), seed=0, recording=rec)
+    assert learner.mode == "frozen" and not _same_weights(learner.model, start)
+    # Two epochs of one step per stimulus, on top of the checkpoint's own steps.
+    steps = {int(s["step"]) for s in learner.optimizer.state_dict()["state"].values()}
+    _, state, _ = load_checkpoint(tiny_checkpoint)
+    before = {int(s["step"]) for s in state["state"].values()}
+    assert steps == {b + 2 * rec.n_stimuli for b in before}
+    tuned = [p.detach().clone() for p in learner.model.parameters()]
+    learner.observe(rec.audio(0), rec.sample_rate, 1.0)
+    assert all(torch.equal(p, q) for p, q in zip(learner.model.parameters(), tuned))
+    again = build_learner(_cfg(tiny_checkpoint, "offline", offline_epochs=2), seed=0, recording=rec)
+    assert _same_weights(again.model, learner.model)  # deterministic per seed
+
+
+def test_offline_needs_the_recording(tiny_checkpoint):
+    with pytest.raises(ValueError, match="'offline' mode needs the recording"):
+        build_learner(_cfg(tiny_checkpoint, "offline"), seed=0)
