@@ -93,3 +93,30 @@ def replay_session(recording, subject: str, session: str, order: str = "recorded
                     offset_s=float(events.onset_s[e] - window.start / rate),
                     waveform=resample(recording.audio(s), sr_in, sr_out), sample_rate=sr_out,
                     frames=np.asarray(responses[window], dtype=np.float32), frame_rate=rate)
+
+
+def repeated_responses(recording, subject: str, session: str, tail_s: float = DEFAULT_TAIL_S):
+    """Brain frames of repeated presentations, for noise ceilings.
+
+    Returns ``(responses, stimuli)``: ``responses`` is (n_sounds, n_repeats, n_frames, n_voxels)
+    float32 for the sounds presented at least ``n_repeats`` times (their first ``n_repeats``
+    presentations, in recorded order), where ``n_repeats`` is the smallest number of presentations
+    among sounds heard more than once; windows are cut like trials' (`frame_window`) and trimmed
+    to the shortest. ``stimuli`` lists the sounds. None when no sound is repeated.
+    """
+    events = recording.events(subject, session)
+    data = recording.responses(subject, session)
+    rate = recording.frame_rate(subject, session)
+    counts = np.bincount(events.stimulus, minlength=recording.n_stimuli)
+    if counts.max(initial=0) < 2:
+        return None
+    n_repeats = int(counts[counts >= 2].min())
+    stimuli = np.flatnonzero(counts >= n_repeats)
+    windows = {s: [frame_window(events.onset_s[e], events.duration_s[e], tail_s, rate, data.shape[0])
+                   for e in np.flatnonzero(events.stimulus == s)[:n_repeats]] for s in stimuli}
+    length = min(w.stop - w.start for ws in windows.values() for w in ws)
+    out = np.empty((len(stimuli), n_repeats, length, data.shape[1]), dtype=np.float32)
+    for i, s in enumerate(stimuli):
+        for j, w in enumerate(windows[s]):
+            out[i, j] = data[w.start:w.start + length]
+    return out, stimuli

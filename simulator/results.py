@@ -10,6 +10,8 @@ results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read)
     scores/r, scores/r2          (n_layers, n_voxels) prequential, pooled over scored trials
     scores/event_stats           (n_layers, n_events, 6, n_voxels) per recorded event: the sums
                                  n, Σp, Σo, Σp², Σo², Σpo over its scored frames (encoders.scores)
+  ceilings/<subject>   (n_voxels,) noise ceiling of the subject's replayed session; attrs formula,
+                                   session, n_sounds, n_repeats (encoders.ceiling)
 ```
 A run is written whole, by the parent process alone, and marked ``complete`` last.
 """
@@ -127,3 +129,19 @@ def read_runs(path: str | Path) -> list[dict]:
 def results_attrs(path: str | Path) -> dict:
     """The root attributes of a results store."""
     return dict(zarr.open_group(str(path), mode="r").attrs)
+
+
+def write_ceiling(root, subject: str, ceiling: np.ndarray, attrs: dict) -> None:
+    """The noise ceiling per voxel of one subject (``ceilings/<subject>``), with its formula."""
+    arr = root.create_array(f"ceilings/{subject}", shape=ceiling.shape, dtype=ceiling.dtype,
+                            dimension_names=("voxel",), overwrite=True)
+    arr[...] = ceiling
+    arr.attrs.update(attrs)
+
+
+def read_ceilings(path: str | Path) -> dict[str, np.ndarray]:
+    """``{subject: ceiling per voxel}`` of a results store (empty if none was computed)."""
+    root = zarr.open_group(str(path), mode="r")
+    if "ceilings" not in root:
+        return {}
+    return {name: arr[...] for name, arr in root["ceilings"].arrays()}

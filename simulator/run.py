@@ -21,14 +21,16 @@ from river.stats import Mean
 from river.utils import Rolling
 from threadpoolctl import threadpool_limits
 
+from encoders.ceiling import CEILING_FORMULA, noise_ceiling
 from encoders.client import EncoderClient, spawn_service
 from replay.store import open_recording
-from replay.trials import replay_session
+from replay.trials import repeated_responses, replay_session
 
 from .modes import build_learner
 from .model import layer_names
 from .pretrain import load_checkpoint
-from .results import RunResult, completed_config, open_results, provenance, write_run
+from .results import (RunResult, completed_config, open_results, provenance, write_ceiling,
+                      write_run)
 from .scenario import RunSpec, Scenario, ScenarioError
 
 TRIAL_FIELDS = ("loss", "contrastive", "diversity", "perplexity", "grad_norm")
@@ -128,6 +130,7 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
     for ckpt in checkpoints:  # fail here, once, before anything is written
         load_checkpoint(ckpt)
     root = open_results(results, scenario.raw)
+    _write_ceilings(root, recording, specs, log)
     todo = []
     for spec in specs:
         done = completed_config(root, spec.run_id)
@@ -159,6 +162,22 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
             service.wait(timeout=10)
         except subprocess.TimeoutExpired:
             service.kill()
+
+
+def _write_ceilings(root, recording, specs, log) -> None:
+    """Each replayed subject's noise ceiling, once per results store (it is the brain's alone)."""
+    for spec in specs:
+        if f"ceilings/{spec.subject}" in root:
+            continue
+        session, tail_s = spec.config["data"]["session"], spec.config["data"]["tail_s"]
+        repeated = repeated_responses(recording, spec.subject, session, tail_s)
+        if repeated is None:
+            log(f"run: no repeated sound in {spec.subject} session {session}: no noise ceiling")
+            continue
+        responses, stimuli = repeated
+        write_ceiling(root, spec.subject, noise_ceiling(responses),
+                      {"formula": CEILING_FORMULA, "session": session, "tail_s": tail_s,
+                       "n_sounds": len(stimuli), "n_repeats": responses.shape[1]})
 
 
 def _ignore_sigint() -> None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from encoders.ceiling import CEILING_FORMULA, normalised_score
+from encoders.scores import pearson_from_stats
 from encoders.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test, score
 
-from .results import read_runs, results_attrs
+from .results import read_ceilings, read_runs, results_attrs
 
 
 def sound_stats(run: dict, events: np.ndarray, n_sounds: int) -> np.ndarray:
@@ -62,6 +64,7 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
         by_variant.setdefault(r["variant"], []).append(r)
     by_variant = {name: _by_subject(group) for name, group in by_variant.items()}
     n_sounds = 1 + max(int(r["trials"]["stimulus"].max()) for r in runs)
+    ceilings = read_ceilings(path)
     rows, best = [], {}
     for name, groups in by_variant.items():
         events = {s: _scored_events(g) for s, g in groups.items()}
@@ -71,8 +74,10 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
         per_layer = {layer: score(_at(stats, i)) for i, layer in enumerate(layers)}
         best[name] = int(np.argmax(list(per_layer.values())))
         low, high = bootstrap_ci(_at(stats, best[name]), n_boot=n_boot, seed=seed)
+        normalised = _normalised(dict(zip(groups, _at(stats, best[name]))), ceilings)
         rows.append({"name": name, "mode": first["mode"], "order": first["order"],
                      "score": per_layer[layers[best[name]]], "ci95": [low, high],
+                     "score_normalised": normalised,
                      "best_layer": layers[best[name]], "layers": per_layer,
                      "n_runs": sum(len(g) for g in groups.values()),
                      "seeds": sorted({r["seed"] for g in groups.values() for r in g}),
@@ -83,7 +88,23 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
         if a in by_variant and b in by_variant:
             comparisons.append(_compare(a, b, by_variant[a], by_variant[b], best, n_sounds,
                                         n_boot, n_perm, seed))
-    return {"results": str(path), "runs": rows, "comparisons": comparisons}
+    return {"results": str(path), "runs": rows, "comparisons": comparisons,
+            "ceiling": {s: {"mean": float(np.nanmean(c)), "formula": CEILING_FORMULA}
+                        for s, c in ceilings.items()}}
+
+
+def _normalised(stats_by_subject: dict[str, np.ndarray], ceilings: dict) -> float | None:
+    """Ceiling-normalised score: per subject and seed, the mean over voxels of r / ceiling (voxels
+    with a ceiling below 0.1 left out), then the mean over seeds and subjects. None without
+    ceilings."""
+    per_subject = []
+    for subject, stats in stats_by_subject.items():
+        if subject not in ceilings:
+            continue
+        r = pearson_from_stats(stats.sum(axis=1))  # (n_seeds, n_voxels), pooled over sounds
+        normalised, _ = normalised_score(r, ceilings[subject])
+        per_subject.append(float(np.nanmean(normalised)))
+    return float(np.mean(per_subject)) if per_subject else None
 
 
 def _compare(a, b, groups_a, groups_b, best, n_sounds, n_boot, n_perm, seed) -> dict:
@@ -123,12 +144,17 @@ def _seed_free(run: dict) -> bool:
 
 def format_table(summary: dict) -> str:
     """The summary as an aligned text table."""
-    lines = [f"{'run':<24}{'mode':<12}{'order':<10}{'score':>7}  {'95% CI':<18}{'best':<9}layers"]
+    lines = [f"{'run':<24}{'mode':<12}{'order':<10}{'score':>7}  {'95% CI':<18}{'/ceil':>6}  "
+             f"{'best':<9}layers"]
     for r in summary["runs"]:
         layers = " ".join(f"{k}={v:.3f}" for k, v in r["layers"].items())
         ci = f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+        norm = "-" if r.get("score_normalised") is None else f"{r['score_normalised']:.3f}"
         lines.append(f"{r['name']:<24}{r['mode']:<12}{r['order']:<10}{r['score']:>7.3f}  {ci:<18}"
-                     f"{r['best_layer']:<9}{layers}")
+                     f"{norm:>6}  {r['best_layer']:<9}{layers}")
+    for subject, c in summary.get("ceiling", {}).items():
+        lines.append(f"noise ceiling of {subject}: mean {c['mean']:.3f} over voxels "
+                     "(/ceil: score / ceiling, voxels with a ceiling below 0.1 left out)")
     if summary["comparisons"]:
         lines += ["", f"{'a':<24}{'b':<24}{'delta':>8}  {'95% CI (paired)':<20}{'p':>7}"]
         for c in summary["comparisons"]:

@@ -175,3 +175,24 @@ def test_run_uses_a_running_encoder_service_and_leaves_it_running(finished, tmp_
     client.close()
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_noise_ceiling_and_normalised_scores(finished, capsys):
+    """The run stores each subject's noise ceiling; the summary reports ceiling-normalised scores."""
+    import zarr
+
+    from encoders.ceiling import CEILING_FORMULA
+    from simulator.results import read_ceilings
+
+    _, results, _ = finished
+    ceilings = read_ceilings(results)
+    assert list(ceilings) == ["sub-01"] and ceilings["sub-01"].shape == (N_VOXELS,)
+    # The tiny cortex has SNR 2: a true ceiling of sqrt(2/3) = 0.82, estimated from 6 sounds.
+    assert 0.5 < float(np.mean(ceilings["sub-01"])) < 1.0
+    attrs = zarr.open_group(str(results), mode="r")["ceilings/sub-01"].attrs
+    assert attrs["formula"] == CEILING_FORMULA and attrs["n_repeats"] == 2
+    assert main(["summary", str(results), "--json", "--n-boot", "100", "--n-perm", "100"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for row in summary["runs"]:
+        assert row["score_normalised"] == pytest.approx(row["score"], abs=0.6)
+    assert summary["ceiling"]["sub-01"]["formula"] == CEILING_FORMULA

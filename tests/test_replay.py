@@ -181,3 +181,16 @@ def test_release_times(recording, monkeypatch):
     list(replay_session(recording, SUBJECT, SESSION, speed=3.0, start=2))
     # Each trial is released one period after the previous one, counted from the first replayed.
     np.testing.assert_allclose(waits, period * np.arange(len(events) - 2))
+
+
+def test_repeated_responses_cut_every_presentation(tiny_recording):
+    from replay.store import open_recording
+    from replay.trials import frame_window, repeated_responses
+
+    rec = open_recording(tiny_recording)
+    responses, stimuli = repeated_responses(rec, "sub-01", "0", tail_s=3.0)
+    events = rec.events("sub-01", "0")
+    assert responses.shape == (6, 2, 4, 24) and stimuli.tolist() == list(range(6))
+    second = np.flatnonzero(events.stimulus == 4)[1]
+    w = frame_window(events.onset_s[second], events.duration_s[second], 3.0, 1.0, 10**6)
+    np.testing.assert_array_equal(responses[4, 1], rec.responses("sub-01", "0")[w])
