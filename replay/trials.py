@@ -76,7 +76,8 @@ def replay_session(recording, subject: str, session: str, order: str = "recorded
     rate = recording.frame_rate(subject, session)
     sr_in = recording.sample_rate
     sr_out = sample_rate or sr_in
-    idx = event_order(len(events), order, seed)
+    categories = [recording.categories[int(s)] for s in events.stimulus]
+    idx = event_order(len(events), order, seed, categories)
     # Each trial is released when its last frame would have been acquired: its span in the
     # recording (onset to the next onset), summed over the trials replayed before it.
     spans = np.diff(np.append(events.onset_s, events.onset_s[-1] + events.duration_s[-1] + tail_s))

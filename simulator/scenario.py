@@ -25,7 +25,7 @@ class ScenarioError(ValueError):
 DEFAULTS = {
     "description": "",
     "mode": "continuous",          # frozen | continuous | reset | random | offline (simulator.modes)
-    "order": "recorded",           # recorded | shuffled | reversed
+    "order": "recorded",           # recorded | shuffled | reversed | blocked
     "seeds": [0],                  # learner seeds (masks, negatives, dropout; and the shuffle)
     "data": {
         "store": "",               # recording store (--store overrides)

@@ -27,10 +27,11 @@ def test_event_orders():
 
 
 def test_bad_order_message():
-    assert ORDERS == ("recorded", "shuffled", "reversed") and check_order("reversed") == "reversed"
+    assert ORDERS == ("recorded", "shuffled", "reversed", "blocked")
+    assert check_order("reversed") == "reversed"
     with pytest.raises(ValueError, match=r"^Invalid value for the 'order' parameter\. Allowed values "
-                                         r"are 'recorded', 'shuffled' and 'reversed', but got 'shuffle' "
-                                         r"instead\.$"):
+                                         r"are 'recorded', 'shuffled', 'reversed' and 'blocked', but "
+                                         r"got 'shuffle' instead\.$"):
         event_order(3, "shuffle")
 
 
@@ -194,3 +195,18 @@ def test_repeated_responses_cut_every_presentation(tiny_recording):
     second = np.flatnonzero(events.stimulus == 4)[1]
     w = frame_window(events.onset_s[second], events.duration_s[second], 3.0, 1.0, 10**6)
     np.testing.assert_array_equal(responses[4, 1], rec.responses("sub-01", "0")[w])
+
+
+def test_blocked_order_groups_sounds_by_category(tiny_recording):
+    from replay.store import open_recording
+
+    rec = open_recording(tiny_recording)
+    trials = list(replay_session(rec, "sub-01", "0", order="blocked", seed=3))
+    labels = [t.category for t in trials]
+    changes = sum(a != b for a, b in zip(labels, labels[1:]))
+    assert changes == len(set(labels)) - 1  # one contiguous block per category
+    for category in set(labels):  # recorded order inside each block
+        events = [t.event for t in trials if t.category == category]
+        assert events == sorted(events)
+    with pytest.raises(ValueError, match="one category label per event"):
+        event_order(3, "blocked")

@@ -92,8 +92,8 @@ def test_scalars_promote_to_lists_and_ints_to_floats(tmp_path):
     ("mode = 'frozn'\n", r"invalid value for 'mode'\. Allowed values are 'frozen', 'continuous', "
                          r"'reset', 'random' and 'offline', but got 'frozn' instead\."),
     ("[variants.x]\norder = 'shuffle'\n",
-     r"invalid value for 'variants\.x\.order'\. Allowed values are 'recorded', 'shuffled' "
-     r"and 'reversed', but got 'shuffle' instead\."),
+     r"invalid value for 'variants\.x\.order'\. Allowed values are 'recorded', 'shuffled', "
+     r"'reversed' and 'blocked', but got 'shuffle' instead\."),
 ])
 def test_invalid_mode_or_order_lists_the_allowed_values(tmp_path, text, message):
     with pytest.raises(ScenarioError, match=message):
