@@ -195,3 +195,13 @@ def test_invalid_toml(tmp_path):
     with pytest.raises(ScenarioError, match=r"scen\.toml: not valid TOML \(.*line 2") as err:
         load_scenario(_write(tmp_path, "mode = 'frozen'\nlearning lr = 3\n"))
     assert "\n" not in str(err.value)
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_scenario_loads_and_says_its_purpose(path):
+    assert path.read_text().startswith(f"# {path.stem}: ")
+    scen = load_scenario(path)
+    assert scen.variants and all(a in scen.variants and b in scen.variants for a, b in scen.compare)
