@@ -13,7 +13,6 @@ import queue as queue_module
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
