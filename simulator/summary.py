@@ -17,6 +17,7 @@ from encoders.ceiling import CEILING_FORMULA, normalised_score
 from encoders.scores import pearson_from_stats
 from encoders.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test, score
 
+from .alignment import weight_gain_alignment
 from .results import read_ceilings, read_runs, results_attrs
 
 
@@ -89,8 +90,31 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
             comparisons.append(_compare(a, b, by_variant[a], by_variant[b], best, n_sounds,
                                         n_boot, n_perm, seed))
     return {"results": str(path), "runs": rows, "comparisons": comparisons,
+            "alignment": _alignment(by_variant, rows, n_perm, seed),
             "ceiling": {s: {"mean": float(np.nanmean(c)), "formula": CEILING_FORMULA}
                         for s, c in ceilings.items()}}
+
+
+def _alignment(by_variant: dict, rows: list[dict], n_perm: int, seed: int) -> list[dict]:
+    """‖ΔW‖ against the gain over the frozen run, for every run that learns (simulator.alignment)."""
+    frozen = next((name for name, groups in by_variant.items()
+                   if all(_seed_free(r) for g in groups.values() for r in g)), None)
+    if frozen is None:
+        return []
+    best = {row["name"]: row["best_layer"] for row in rows}
+    out = []
+    for name, groups in by_variant.items():
+        for subject, runs in groups.items():
+            if subject not in by_variant[frozen]:
+                continue
+            for run in runs:
+                if run["mode"] not in ("continuous", "reset"):
+                    continue
+                per_layer = weight_gain_alignment(run, by_variant[frozen][subject][0], best[name],
+                                                  n_perm=n_perm, seed=seed)
+                out.append({"variant": name, "subject": subject, "seed": run["seed"],
+                            "against": frozen, "gain_layer": best[name], "layers": per_layer})
+    return out
 
 
 def _normalised(stats_by_subject: dict[str, np.ndarray], ceilings: dict) -> float | None:
@@ -160,4 +184,11 @@ def format_table(summary: dict) -> str:
         for c in summary["comparisons"]:
             ci = f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
             lines.append(f"{c['a']:<24}{c['b']:<24}{c['delta']:>+8.3f}  {ci:<20}{c['p']:>7.3f}")
+    if summary.get("alignment"):
+        lines += ["", "weight change against the gain over the frozen run, per trial "
+                      "(Pearson r over scored trials, permutation p):"]
+        for a in summary["alignment"]:
+            cells = " ".join(f"{k}={v['r']:+.2f}(p={v['p']:.3f})" for k, v in a["layers"].items())
+            lines.append(f"  {a['variant']}/{a['subject']}/seed-{a['seed']} vs {a['against']} "
+                         f"at {a['gain_layer']}: {cells}")
     return "\n".join(lines)

@@ -103,6 +103,11 @@ def test_summary_json(finished, capsys):
     summary = json.loads(capsys.readouterr().out)
     rows = {r["name"]: r for r in summary["runs"]}
     assert sorted(rows) == ["continuous", "continuous-shuffled", "frozen"]
+    aligned = {a["variant"]: a for a in summary["alignment"]}
+    assert sorted(aligned) == ["continuous", "continuous-shuffled"]
+    for a in aligned.values():
+        assert a["against"] == "frozen" and a["layers"]["layer_1"]["n_trials"] == N_EVENTS - WARMUP
+        assert -1 <= a["layers"]["layer_1"]["r"] <= 1 and 0 < a["layers"]["layer_1"]["p"] <= 1
     for row in rows.values():
         assert {"name", "mode", "order", "score", "ci95", "layers"} <= set(row)
         assert row["ci95"][0] <= row["score"] <= row["ci95"][1]
