@@ -1,10 +1,17 @@
-"""Weight-to-brain alignment: does a trial's weight change go with its gain in brain prediction?
+"""Weight-to-brain alignment: does the network change when and where the brain does?
 
+Two measures. **Weight change against gain:**
 For a run that learns and its frozen counterpart (same subject, same recorded events), per trial:
 ``gain = trial_r(run) − trial_r(frozen)`` at the run's best layer (both predicted before the
 encoder learned from the trial), and ``‖ΔW‖`` per layer from the run's records. The alignment of
 a layer is the Pearson r over scored trials between its ``‖ΔW‖`` and the gain, with a two-sided
 permutation p-value (trials' ``‖ΔW‖`` shuffled, ``p = (1 + #{|r_perm| ≥ |r|}) / (1 + n_perm)``).
+
+**Representational drift:** for every sound presented at least twice, the drift between its first
+two presentations is ``1 − corr(first, second)`` of a pattern: the network's activations averaged
+over the sound's frames (per layer), or the brain's responses averaged over the trial's frames
+(over voxels). The alignment is the Pearson r across sounds between the network's and the
+brain's drift, with the same permutation test.
 """
 from __future__ import annotations
 
@@ -55,4 +62,43 @@ def weight_gain_alignment(run: dict, frozen: dict, layer: str, n_perm: int = 100
         dw = run["trials"]["delta_w"][positions, k]
         r, p = correlation_test(dw[keep], gain[keep], n_perm=n_perm, seed=seed)
         out[name] = {"r": r, "p": p, "n_trials": int(keep.sum())}
+    return out
+
+
+def pattern_drift(patterns: np.ndarray) -> np.ndarray:
+    """``1 − corr(first, second presentation)`` per sound, from patterns (n_sounds, n_repeats ≥ 2, n).
+
+    A pattern with no variance (or a missing presentation, NaN) gives NaN.
+
+    >>> p = np.array([[[1.0, 2, 3], [1, 2, 3]], [[1, 2, 3], [3, 2, 1]]])
+    >>> pattern_drift(p).round(3).tolist()
+    [0.0, 2.0]
+    """
+    a = patterns[:, 0] - patterns[:, 0].mean(axis=1, keepdims=True)
+    b = patterns[:, 1] - patterns[:, 1].mean(axis=1, keepdims=True)
+    denom = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 1.0 - (a * b).sum(1) / denom, np.nan)
+
+
+def network_patterns(run: dict, layer: str, n_sounds: int) -> np.ndarray:
+    """(n_sounds, 2, n_features) pooled activations of each sound's first two presentations (NaN
+    where a sound was not presented twice)."""
+    pooled = run["trials"][f"pooled/{layer}"]
+    out = np.full((n_sounds, 2, pooled.shape[1]), np.nan)
+    for k in (0, 1):
+        at = run["trials"]["repeat"] == k
+        out[run["trials"]["stimulus"][at], k] = pooled[at]
+    return out
+
+
+def drift_alignment(run: dict, brain_drift: np.ndarray, n_perm: int = 1000, seed: int = 0) -> dict:
+    """Per layer: r and p across sounds between the network's drift and ``brain_drift``
+    (n_sounds,), over the sounds where both are defined."""
+    out = {}
+    for layer in run["layers"]:
+        net = pattern_drift(network_patterns(run, layer, len(brain_drift)))
+        keep = np.isfinite(net) & np.isfinite(brain_drift)
+        r, p = correlation_test(net[keep], brain_drift[keep], n_perm=n_perm, seed=seed)
+        out[layer] = {"r": r, "p": p, "n_sounds": int(keep.sum())}
     return out

@@ -7,11 +7,14 @@ results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read)
     trials/<field>     (n_trials,) per-trial records: stimulus, event, repeat, loss, ...
     trials/delta_w     (n_trials, n_layers)   ||dW|| per layer
     trials/trial_r     (n_trials, n_layers)   voxel-mean r of the trial, predicted before learning
+    trials/pooled/<layer> (n_trials, n_features) the sound's activations averaged over its frames
     scores/r, scores/r2          (n_layers, n_voxels) prequential, pooled over scored trials
     scores/event_stats           (n_layers, n_events, 6, n_voxels) per recorded event: the sums
                                  n, Σp, Σo, Σp², Σo², Σpo over its scored frames (encoders.scores)
   ceilings/<subject>   (n_voxels,) noise ceiling of the subject's replayed session; attrs formula,
                                    session, n_sounds, n_repeats (encoders.ceiling)
+  brain_drift/<subject> (n_stimuli,) 1 − corr of the brain's patterns between a sound's first two
+                                   presentations (simulator.alignment)
 ```
 A run is written whole, by the parent process alone, and marked ``complete`` last.
 """
@@ -120,10 +123,17 @@ def read_runs(path: str | Path) -> list[dict]:
             for _, run in sorted(subject.groups()):
                 if not run.attrs.get("complete"):
                     continue
-                runs.append({**dict(run.attrs),
-                             "trials": {k: a[...] for k, a in run["trials"].arrays()},
-                             "scores": {k: a[...] for k, a in run["scores"].arrays()}})
+                runs.append({**dict(run.attrs), "trials": _arrays(run["trials"]),
+                             "scores": _arrays(run["scores"])})
     return runs
+
+
+def _arrays(group, prefix: str = "") -> dict[str, np.ndarray]:
+    """Every array under ``group``, nested ones named by their path (``pooled/layer_1``)."""
+    out = {f"{prefix}{k}": a[...] for k, a in group.arrays()}
+    for k, sub in group.groups():
+        out.update(_arrays(sub, f"{prefix}{k}/"))
+    return out
 
 
 def results_attrs(path: str | Path) -> dict:
@@ -133,15 +143,25 @@ def results_attrs(path: str | Path) -> dict:
 
 def write_ceiling(root, subject: str, ceiling: np.ndarray, attrs: dict) -> None:
     """The noise ceiling per voxel of one subject (``ceilings/<subject>``), with its formula."""
-    arr = root.create_array(f"ceilings/{subject}", shape=ceiling.shape, dtype=ceiling.dtype,
-                            dimension_names=("voxel",), overwrite=True)
-    arr[...] = ceiling
+    _write_subject_array(root, f"ceilings/{subject}", ceiling, ("voxel",), attrs)
+
+
+def write_brain_drift(root, subject: str, drift: np.ndarray, attrs: dict) -> None:
+    """The brain's drift between the first two presentations of each sound (``brain_drift/<subject>``,
+    NaN for sounds heard once)."""
+    _write_subject_array(root, f"brain_drift/{subject}", drift, ("stimulus",), attrs)
+
+
+def _write_subject_array(root, key: str, values: np.ndarray, dims, attrs: dict) -> None:
+    arr = root.create_array(key, shape=values.shape, dtype=values.dtype, dimension_names=dims,
+                            overwrite=True)
+    arr[...] = values
     arr.attrs.update(attrs)
 
 
-def read_ceilings(path: str | Path) -> dict[str, np.ndarray]:
-    """``{subject: ceiling per voxel}`` of a results store (empty if none was computed)."""
+def read_subject_arrays(path: str | Path, group: str) -> dict[str, np.ndarray]:
+    """``{subject: array}`` of ``ceilings`` or ``brain_drift`` (empty if none was computed)."""
     root = zarr.open_group(str(path), mode="r")
-    if "ceilings" not in root:
+    if group not in root:
         return {}
-    return {name: arr[...] for name, arr in root["ceilings"].arrays()}
+    return {name: arr[...] for name, arr in root[group].arrays()}

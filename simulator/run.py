@@ -28,8 +28,9 @@ from replay.trials import repeated_responses, replay_session
 from .modes import build_learner
 from .model import layer_names
 from .pretrain import load_checkpoint
-from .results import (RunResult, completed_config, open_results, provenance, write_ceiling,
-                      write_run)
+from .alignment import pattern_drift
+from .results import (RunResult, completed_config, open_results, provenance, write_brain_drift,
+                      write_ceiling, write_run)
 from .scenario import RunSpec, Scenario, ScenarioError
 
 TRIAL_FIELDS = ("loss", "contrastive", "diversity", "perplexity", "grad_norm")
@@ -93,6 +94,8 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
             rows[k].append(v)
         for k in TRIAL_FIELDS:
             rows[k].append(getattr(record, k))
+        for name in layers:  # the sound's mean activation, for representational drift
+            rows.setdefault(f"pooled/{name}", []).append(features[name].mean(axis=0))
         if progress is not None:
             progress.put((spec.run_id, trial.index, record.loss, float(np.max(trial_r))))
     final = client.finish(spec.run_id)
@@ -101,7 +104,8 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
              "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
              "layers": layers, "delta_w_layers": layer_names(model), "store": str(store),
              "n_events": n_events, "provenance": provenance()}
-    trial_arrays = {k: np.asarray(v, dtype=np.int64 if k in ("event", "stimulus", "repeat") else np.float64)
+    trial_arrays = {k: np.asarray(v, dtype=np.int64 if k in ("event", "stimulus", "repeat")
+                                  else np.float32 if k.startswith("pooled/") else np.float64)
                     for k, v in rows.items()}
     return RunResult(spec.run_id, attrs, trial_arrays,
                      {"r": final["r"], "r2": final["r2"], "event_stats": final["unit_stats"]})
@@ -129,7 +133,7 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
     for ckpt in checkpoints:  # fail here, once, before anything is written
         load_checkpoint(ckpt)
     root = open_results(results, scenario.raw)
-    _write_ceilings(root, recording, specs, log)
+    _write_brain_measures(root, recording, specs, log)
     todo = []
     for spec in specs:
         done = completed_config(root, spec.run_id)
@@ -163,8 +167,9 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
             service.kill()
 
 
-def _write_ceilings(root, recording, specs, log) -> None:
-    """Each replayed subject's noise ceiling, once per results store (it is the brain's alone)."""
+def _write_brain_measures(root, recording, specs, log) -> None:
+    """Each replayed subject's noise ceiling and representational drift between repeats, once
+    per results store (they are the brain's alone)."""
     for spec in specs:
         if f"ceilings/{spec.subject}" in root:
             continue
@@ -174,9 +179,13 @@ def _write_ceilings(root, recording, specs, log) -> None:
             log(f"run: no repeated sound in {spec.subject} session {session}: no noise ceiling")
             continue
         responses, stimuli = repeated
+        attrs = {"session": session, "tail_s": tail_s, "n_sounds": len(stimuli),
+                 "n_repeats": responses.shape[1]}
         write_ceiling(root, spec.subject, noise_ceiling(responses),
-                      {"formula": CEILING_FORMULA, "session": session, "tail_s": tail_s,
-                       "n_sounds": len(stimuli), "n_repeats": responses.shape[1]})
+                      {"formula": CEILING_FORMULA, **attrs})
+        drift = np.full(recording.n_stimuli, np.nan)
+        drift[stimuli] = pattern_drift(responses.mean(axis=2))
+        write_brain_drift(root, spec.subject, drift, attrs)
 
 
 def _ignore_sigint() -> None:

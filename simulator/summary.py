@@ -17,8 +17,8 @@ from encoders.ceiling import CEILING_FORMULA, normalised_score
 from encoders.scores import pearson_from_stats
 from encoders.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test, score
 
-from .alignment import weight_gain_alignment
-from .results import read_ceilings, read_runs, results_attrs
+from .alignment import drift_alignment, weight_gain_alignment
+from .results import read_runs, read_subject_arrays, results_attrs
 
 
 def sound_stats(run: dict, events: np.ndarray, n_sounds: int) -> np.ndarray:
@@ -65,7 +65,8 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
         by_variant.setdefault(r["variant"], []).append(r)
     by_variant = {name: _by_subject(group) for name, group in by_variant.items()}
     n_sounds = 1 + max(int(r["trials"]["stimulus"].max()) for r in runs)
-    ceilings = read_ceilings(path)
+    ceilings = read_subject_arrays(path, "ceilings")
+    brain_drift = read_subject_arrays(path, "brain_drift")
     rows, best = [], {}
     for name, groups in by_variant.items():
         events = {s: _scored_events(g) for s, g in groups.items()}
@@ -91,6 +92,10 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
                                         n_boot, n_perm, seed))
     return {"results": str(path), "runs": rows, "comparisons": comparisons,
             "alignment": _alignment(by_variant, rows, n_perm, seed),
+            "drift": [{"variant": r["variant"], "subject": r["subject"], "seed": r["seed"],
+                       "layers": drift_alignment(r, brain_drift[r["subject"]], n_perm, seed)}
+                      for r in runs if r["subject"] in brain_drift
+                      and all(f"pooled/{layer}" in r["trials"] for layer in r["layers"])],
             "ceiling": {s: {"mean": float(np.nanmean(c)), "formula": CEILING_FORMULA}
                         for s, c in ceilings.items()}}
 
@@ -191,4 +196,10 @@ def format_table(summary: dict) -> str:
             cells = " ".join(f"{k}={v['r']:+.2f}(p={v['p']:.3f})" for k, v in a["layers"].items())
             lines.append(f"  {a['variant']}/{a['subject']}/seed-{a['seed']} vs {a['against']} "
                          f"at {a['gain_layer']}: {cells}")
+    if summary.get("drift"):
+        lines += ["", "representational drift between repeats, network against brain "
+                      "(Pearson r across sounds, permutation p):"]
+        for d in summary["drift"]:
+            cells = " ".join(f"{k}={v['r']:+.2f}(p={v['p']:.3f})" for k, v in d["layers"].items())
+            lines.append(f"  {d['variant']}/{d['subject']}/seed-{d['seed']}: {cells}")
     return "\n".join(lines)

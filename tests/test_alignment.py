@@ -43,3 +43,24 @@ def test_correlation_test_edge_cases():
     assert correlation_test(np.ones(10), np.arange(10.0)) == (0.0, 1.0)
     r, p = correlation_test(np.arange(10.0), np.arange(10.0), n_perm=99)
     assert r == pytest.approx(1.0) and p == pytest.approx(0.01)
+
+
+def test_drift_alignment_follows_a_planted_drift():
+    from simulator.alignment import drift_alignment, pattern_drift
+
+    rng = np.random.default_rng(2)
+    n_sounds, d = 40, 16
+    amount = rng.uniform(0.0, 1.0, n_sounds)  # how much each sound's pattern changes
+    first = rng.standard_normal((n_sounds, d))
+    second = first + amount[:, None] * 2 * rng.standard_normal((n_sounds, d))
+    order = rng.permutation(2 * n_sounds)
+    stimulus = np.tile(np.arange(n_sounds), 2)[order]
+    repeat = np.repeat([0, 1], n_sounds)[order]
+    pooled = np.where(repeat[:, None] == 0, first[stimulus], second[stimulus])
+    run = {"layers": ["layer_1"], "trials": {"stimulus": stimulus, "repeat": repeat,
+                                             "pooled/layer_1": pooled}}
+    brain = pattern_drift(np.stack([first, second], axis=1)) + 0.05 * rng.standard_normal(n_sounds)
+    result = drift_alignment(run, brain, n_perm=200)["layer_1"]
+    assert result["r"] > 0.8 and result["p"] < 0.01 and result["n_sounds"] == n_sounds
+    unrelated = drift_alignment(run, rng.permutation(brain), n_perm=200)["layer_1"]
+    assert abs(unrelated["r"]) < 0.5

@@ -103,6 +103,10 @@ def test_summary_json(finished, capsys):
     summary = json.loads(capsys.readouterr().out)
     rows = {r["name"]: r for r in summary["runs"]}
     assert sorted(rows) == ["continuous", "continuous-shuffled", "frozen"]
+    drift = {d["variant"]: d["layers"]["layer_1"] for d in summary["drift"]}
+    assert sorted(drift) == ["continuous", "continuous-shuffled", "frozen"]
+    assert drift["frozen"]["r"] == 0.0 and drift["frozen"]["p"] == 1.0  # it never drifts
+    assert drift["continuous"]["n_sounds"] == 6 and -1 <= drift["continuous"]["r"] <= 1
     aligned = {a["variant"]: a for a in summary["alignment"]}
     assert sorted(aligned) == ["continuous", "continuous-shuffled"]
     for a in aligned.values():
@@ -187,10 +191,10 @@ def test_noise_ceiling_and_normalised_scores(finished, capsys):
     import zarr
 
     from encoders.ceiling import CEILING_FORMULA
-    from simulator.results import read_ceilings
+    from simulator.results import read_subject_arrays
 
     _, results, _ = finished
-    ceilings = read_ceilings(results)
+    ceilings = read_subject_arrays(results, "ceilings")
     assert list(ceilings) == ["sub-01"] and ceilings["sub-01"].shape == (N_VOXELS,)
     # The tiny cortex has SNR 2: a true ceiling of sqrt(2/3) = 0.82, estimated from 6 sounds.
     assert 0.5 < float(np.mean(ceilings["sub-01"])) < 1.0
