@@ -20,7 +20,8 @@ import numpy as np
 
 from encoders.scores import STAT_NAMES, pearson_from_stats
 
-__all__ = ["score", "bootstrap_ci", "paired_bootstrap", "paired_permutation_test", "fdr_bh"]
+__all__ = ["score", "bootstrap_ci", "paired_bootstrap", "paired_permutation_test",
+           "voxel_p_values", "fdr_bh"]
 
 # Bytes of pooled stats held at once per chunk of resamples.
 _CHUNK_BYTES = 64 * 2**20
@@ -210,6 +211,38 @@ def paired_permutation_test(stats_a, stats_b, n_perm=1000, seed=0):
         d = _pooled_score(total_a + shift, layout) - _pooled_score(total_b - shift, layout)
         hits += int(np.count_nonzero(np.abs(d) >= threshold))
     return (1 + hits) / (1 + n_perm)
+
+
+def voxel_p_values(stats, n_boot=1000, seed=0):
+    """One-sided bootstrap p-value per voxel that its r is above 0, resampling sounds.
+
+    ``stats`` is one group, (n_sounds, 6, n_voxels) or (n_reps, n_sounds, 6, n_voxels); a voxel's
+    r is the mean over replicates. ``p = (1 + #{r_b <= 0}) / (1 + n_boot)`` over the resamples
+    ``r_b``. Feed the map to `fdr_bh` for a voxel map corrected for multiple comparisons.
+
+    >>> from encoders.scores import frame_stats
+    >>> rng = np.random.default_rng(0)
+    >>> O = rng.standard_normal((30, 5, 2))
+    >>> P = np.stack([O[:, :, 0] + 0.5 * rng.standard_normal((30, 5)),
+    ...               rng.standard_normal((30, 5))], axis=-1)
+    >>> p = voxel_p_values(np.stack([frame_stats(a, b) for a, b in zip(P, O)]), n_boot=200)
+    >>> bool(p[0] < 0.01), bool(p[1] > 0.01)
+    (True, True)
+    """
+    X, layout, _ = _check(stats)
+    if len(layout) != 1:
+        raise ValueError("Invalid value for the 'stats' parameter. Allowed values are one group "
+                         f"(one voxel set), but got {len(layout)} groups instead.")
+    n_reps, n_voxels = layout[0]
+    rng = np.random.default_rng(seed)
+    n_sounds = X.shape[0]
+    at_or_below = np.zeros(n_voxels, dtype=np.int64)
+    for k in _chunks(n_boot, X.shape[1] * 8):
+        counts = rng.multinomial(n_sounds, np.full(n_sounds, 1.0 / n_sounds), size=k)
+        pooled = (counts.astype(np.float64) @ X).reshape(k, n_reps, len(STAT_NAMES), n_voxels)
+        r = pearson_from_stats(pooled).mean(axis=1)
+        at_or_below += np.count_nonzero(r <= 0, axis=0)
+    return (1 + at_or_below) / (1 + n_boot)
 
 
 def fdr_bh(p_values, alpha=0.05):

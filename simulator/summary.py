@@ -15,7 +15,8 @@ import numpy as np
 
 from encoders.ceiling import CEILING_FORMULA, normalised_score
 from encoders.scores import pearson_from_stats
-from encoders.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test, score
+from encoders.stats import (bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_test, score,
+                            voxel_p_values)
 
 from .alignment import drift_alignment, weight_gain_alignment
 from .results import read_runs, read_subject_arrays, results_attrs
@@ -77,9 +78,13 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
         best[name] = int(np.argmax(list(per_layer.values())))
         low, high = bootstrap_ci(_at(stats, best[name]), n_boot=n_boot, seed=seed)
         normalised = _normalised(dict(zip(groups, _at(stats, best[name]))), ceilings)
+        # Voxels whose prequential r is above 0, Benjamini-Hochberg at q < 0.05, per subject.
+        significant = {s: [int(fdr_bh(voxel_p_values(g, n_boot=n_boot, seed=seed))[0].sum()),
+                           int(g.shape[-1])]
+                       for s, g in zip(groups, _at(stats, best[name]))}
         rows.append({"name": name, "mode": first["mode"], "order": first["order"],
                      "score": per_layer[layers[best[name]]], "ci95": [low, high],
-                     "score_normalised": normalised,
+                     "score_normalised": normalised, "voxels_fdr05": significant,
                      "best_layer": layers[best[name]], "layers": per_layer,
                      "n_runs": sum(len(g) for g in groups.values()),
                      "seeds": sorted({r["seed"] for g in groups.values() for r in g}),
@@ -181,14 +186,18 @@ def format_table(summary: dict) -> str:
         norm = "-" if r.get("score_normalised") is None else f"{r['score_normalised']:.3f}"
         lines.append(f"{r['name']:<24}{r['mode']:<12}{r['order']:<10}{r['score']:>7.3f}  {ci:<18}"
                      f"{norm:>6}  {r['best_layer']:<9}{layers}")
-    for subject, c in summary.get("ceiling", {}).items():
-        lines.append(f"noise ceiling of {subject}: mean {c['mean']:.3f} over voxels "
-                     "(/ceil: score / ceiling, voxels with a ceiling below 0.1 left out)")
     if summary["comparisons"]:
         lines += ["", f"{'a':<24}{'b':<24}{'delta':>8}  {'95% CI (paired)':<20}{'p':>7}"]
         for c in summary["comparisons"]:
             ci = f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
             lines.append(f"{c['a']:<24}{c['b']:<24}{c['delta']:>+8.3f}  {ci:<20}{c['p']:>7.3f}")
+    lines.append("")
+    for r in summary["runs"]:
+        counts = ", ".join(f"{s} {k}/{n}" for s, (k, n) in r.get("voxels_fdr05", {}).items())
+        lines.append(f"{r['name']}: voxels with r > 0 at FDR q < 0.05 (best layer): {counts}")
+    for subject, c in summary.get("ceiling", {}).items():
+        lines.append(f"noise ceiling of {subject}: mean {c['mean']:.3f} over voxels "
+                     "(/ceil: score / ceiling, voxels with a ceiling below 0.1 left out)")
     if summary.get("alignment"):
         lines += ["", "weight change against the gain over the frozen run, per trial "
                       "(Pearson r over scored trials, permutation p):"]

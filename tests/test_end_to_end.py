@@ -103,6 +103,9 @@ def test_summary_json(finished, capsys):
     summary = json.loads(capsys.readouterr().out)
     rows = {r["name"]: r for r in summary["runs"]}
     assert sorted(rows) == ["continuous", "continuous-shuffled", "frozen"]
+    for row in rows.values():
+        significant, total = row["voxels_fdr05"]["sub-01"]
+        assert total == N_VOXELS and 0 <= significant <= total
     drift = {d["variant"]: d["layers"]["layer_1"] for d in summary["drift"]}
     assert sorted(drift) == ["continuous", "continuous-shuffled", "frozen"]
     assert drift["frozen"]["r"] == 0.0 and drift["frozen"]["p"] == 1.0  # it never drifts

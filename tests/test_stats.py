@@ -178,3 +178,22 @@ def test_fdr_bh_bad_values():
         fdr_bh([0.1], alpha=1.5)
     with pytest.raises(ValueError, match=r"'p_values'.*\[0, 1\] or NaN, but got 1.2 instead"):
         fdr_bh([0.1, 1.2])
+
+
+def test_voxel_p_values_find_the_voxels_that_carry_signal():
+    from encoders.scores import frame_stats
+    from encoders.stats import fdr_bh, voxel_p_values
+
+    rng = np.random.default_rng(7)
+    n_sounds, n_frames, n_voxels, n_signal = 40, 6, 50, 10
+    O = rng.standard_normal((n_sounds, n_frames, n_voxels))
+    P = rng.standard_normal(O.shape)
+    P[..., :n_signal] = O[..., :n_signal] + rng.standard_normal((n_sounds, n_frames, n_signal))
+    stats = np.stack([frame_stats(p, o) for p, o in zip(P, O)])
+    p = voxel_p_values(stats, n_boot=400, seed=0)
+    assert (p[:n_signal] < 0.01).all()
+    rejected, _ = fdr_bh(p, alpha=0.05)
+    assert rejected[:n_signal].all() and rejected[n_signal:].sum() <= 2
+    assert np.array_equal(voxel_p_values(np.stack([stats, stats]), n_boot=400), p)  # replicates
+    with pytest.raises(ValueError, match="one group"):
+        voxel_p_values([stats, stats])
