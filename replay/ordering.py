@@ -39,4 +39,7 @@ def event_order(n_events: int, order: str = "recorded", seed: int = 0, categorie
         raise ValueError("the 'blocked' order needs one category label per event")
     labels = np.asarray(categories)
     blocks = sorted(set(labels.tolist()))
+    if len(blocks) < 2:
+        raise ValueError(f"the 'blocked' order needs sounds of at least two categories, but every "
+                         f"sound is {blocks[0]!r}")
     return np.concatenate([np.flatnonzero(labels == blocks[b]) for b in rng.permutation(len(blocks))])

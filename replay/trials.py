@@ -116,6 +116,8 @@ def repeated_responses(recording, subject: str, session: str, tail_s: float = DE
     windows = {s: [frame_window(events.onset_s[e], events.duration_s[e], tail_s, rate, data.shape[0])
                    for e in np.flatnonzero(events.stimulus == s)[:n_repeats]] for s in stimuli}
     length = min(w.stop - w.start for ws in windows.values() for w in ws)
+    if length < 1:  # a presentation cut off by the end of the recording
+        return None
     out = np.empty((len(stimuli), n_repeats, length, data.shape[1]), dtype=np.float32)
     for i, s in enumerate(stimuli):
         for j, w in enumerate(windows[s]):

@@ -22,8 +22,9 @@ def trial_gain(run: dict, frozen: dict, layer: str, warmup: int) -> tuple[np.nda
     """(replay positions, gain) of the run's scored trials over the frozen run, matched by event."""
     li = run["layers"].index(layer)
     fi = frozen["layers"].index(layer)
-    frozen_r = np.full(frozen["n_events"], np.nan)
-    frozen_r[frozen["trials"]["event"]] = frozen["trials"]["trial_r"][:, fi]
+    frozen_r = np.full(frozen["n_events"], np.nan)  # NaN: not scored (the frozen run's warm-up)
+    frozen_warmup = int(frozen["config"]["encoder"]["warmup"])
+    frozen_r[frozen["trials"]["event"][frozen_warmup:]] = frozen["trials"]["trial_r"][frozen_warmup:, fi]
     positions = np.arange(warmup, len(run["trials"]["event"]))
     events = run["trials"]["event"][positions]
     return positions, run["trials"]["trial_r"][positions, li] - frozen_r[events]
@@ -38,6 +39,8 @@ def correlation_test(x: np.ndarray, y: np.ndarray, n_perm: int = 1000, seed: int
     >>> round(r, 2), p < 0.01
     (0.66, True)
     """
+    if len(x) < 3:
+        return float("nan"), float("nan")  # too few pairs to say anything
     x = np.asarray(x, float) - np.mean(x)
     y = np.asarray(y, float) - np.mean(y)
     denom = np.sqrt((x @ x) * (y @ y))
@@ -86,9 +89,14 @@ def network_patterns(run: dict, layer: str, n_sounds: int) -> np.ndarray:
     where a sound was not presented twice)."""
     pooled = run["trials"][f"pooled/{layer}"]
     out = np.full((n_sounds, 2, pooled.shape[1]), np.nan)
-    for k in (0, 1):
-        at = run["trials"]["repeat"] == k
-        out[run["trials"]["stimulus"][at], k] = pooled[at]
+    # Presentations ranked by recorded event (as the brain's side is), not by stored labels.
+    by_event = np.argsort(run["trials"]["event"], kind="stable")
+    seen = np.zeros(n_sounds, dtype=np.int64)
+    for t in by_event:
+        s = run["trials"]["stimulus"][t]
+        if seen[s] < 2:
+            out[s, seen[s]] = pooled[t]
+        seen[s] += 1
     return out
 
 

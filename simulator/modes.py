@@ -52,8 +52,13 @@ def fine_tune(learner: Learner, recording, epochs: int, seed: int, sample_rate: 
     if recording is None:
         raise ValueError("the 'offline' mode needs the recording whose sounds it fine-tunes on")
     rng = np.random.default_rng([seed, 0x0FF11E])
-    for epoch in range(epochs):
-        for s in rng.permutation(recording.n_stimuli):
-            learner.learn(resample(recording.audio(int(s)), recording.sample_rate, sample_rate))
-        if log:
-            log(f"offline: epoch {epoch + 1}/{epochs} done")
+    # Fine-tuning accumulates: relaxing after every sound would leave mostly the last few sounds.
+    retention, learner.retention = learner.retention, 1.0
+    try:
+        for epoch in range(epochs):
+            for s in rng.permutation(recording.n_stimuli):
+                learner.learn(resample(recording.audio(int(s)), recording.sample_rate, sample_rate))
+            if log:
+                log(f"offline: epoch {epoch + 1}/{epochs} done")
+    finally:
+        learner.retention = retention

@@ -133,7 +133,7 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
     for ckpt in checkpoints:  # fail here, once, before anything is written
         load_checkpoint(ckpt)
     root = open_results(results, scenario.raw)
-    _write_brain_measures(root, recording, specs, log)
+    _write_brain_measures(root, recording, str(store), specs, log)
     todo = []
     for spec in specs:
         done = completed_config(root, spec.run_id)
@@ -167,19 +167,21 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
             service.kill()
 
 
-def _write_brain_measures(root, recording, specs, log) -> None:
-    """Each replayed subject's noise ceiling and representational drift between repeats, once
-    per results store (they are the brain's alone)."""
+def _write_brain_measures(root, recording, store: str, specs, log) -> None:
+    """Each replayed subject's noise ceiling and representational drift between repeats (they are
+    the brain's alone): computed once, and again when the store, session or tail changes."""
     for spec in specs:
-        if f"ceilings/{spec.subject}" in root:
-            continue
         session, tail_s = spec.config["data"]["session"], spec.config["data"]["tail_s"]
+        key = f"ceilings/{spec.subject}"
+        if key in root and {k: root[key].attrs.get(k) for k in ("store", "session", "tail_s")} == {
+                "store": store, "session": session, "tail_s": tail_s}:
+            continue
         repeated = repeated_responses(recording, spec.subject, session, tail_s)
         if repeated is None:
             log(f"run: no repeated sound in {spec.subject} session {session}: no noise ceiling")
             continue
         responses, stimuli = repeated
-        attrs = {"session": session, "tail_s": tail_s, "n_sounds": len(stimuli),
+        attrs = {"store": store, "session": session, "tail_s": tail_s, "n_sounds": len(stimuli),
                  "n_repeats": responses.shape[1]}
         write_ceiling(root, spec.subject, noise_ceiling(responses),
                       {"formula": CEILING_FORMULA, **attrs})

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoders.ceiling import CEILING_FORMULA, normalised_score
+from encoders.ceiling import CEILING_FORMULA
+
+MIN_CEILING = 0.1  # voxels below this ceiling are left out of normalised scores
+LEARNING_MODES = ("continuous", "reset")  # the modes whose weights change during the replay
 from encoders.scores import pearson_from_stats
 from encoders.stats import (bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_test, score,
                             voxel_p_values)
@@ -99,10 +102,12 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
             "alignment": _alignment(by_variant, rows, n_perm, seed),
             "drift": [{"variant": r["variant"], "subject": r["subject"], "seed": r["seed"],
                        "layers": drift_alignment(r, brain_drift[r["subject"]], n_perm, seed)}
-                      for r in runs if r["subject"] in brain_drift
+                      for r in runs if r["subject"] in brain_drift and r["mode"] in LEARNING_MODES
                       and all(f"pooled/{layer}" in r["trials"] for layer in r["layers"])],
-            "ceiling": {s: {"mean": float(np.nanmean(c)), "formula": CEILING_FORMULA}
-                        for s, c in ceilings.items()}}
+            "ceiling": {s: {"mean": float(np.nanmean(c)), "formula": CEILING_FORMULA,
+                            "n_below_min": int((c < MIN_CEILING).sum())}
+                        for s, c in ceilings.items()},
+            "voxel_p_floor": 1.0 / (n_boot + 1)}
 
 
 def _alignment(by_variant: dict, rows: list[dict], n_perm: int, seed: int) -> list[dict]:
@@ -117,27 +122,38 @@ def _alignment(by_variant: dict, rows: list[dict], n_perm: int, seed: int) -> li
         for subject, runs in groups.items():
             if subject not in by_variant[frozen]:
                 continue
+            reference = by_variant[frozen][subject][0]
             for run in runs:
-                if run["mode"] not in ("continuous", "reset"):
+                if run["mode"] not in LEARNING_MODES or not _comparable(run, reference, best[name]):
                     continue
-                per_layer = weight_gain_alignment(run, by_variant[frozen][subject][0], best[name],
-                                                  n_perm=n_perm, seed=seed)
+                per_layer = weight_gain_alignment(run, reference, best[name], n_perm=n_perm,
+                                                  seed=seed)
                 out.append({"variant": name, "subject": subject, "seed": run["seed"],
                             "against": frozen, "gain_layer": best[name], "layers": per_layer})
     return out
 
 
+def _comparable(run: dict, reference: dict, layer: str) -> bool:
+    """Whether trials of ``run`` can be matched with the frozen ``reference`` by event."""
+    same = ("session", "tail_s")
+    return (layer in reference["layers"] and run["n_events"] == reference["n_events"]
+            and all(run["config"]["data"][k] == reference["config"]["data"][k] for k in same))
+
+
 def _normalised(stats_by_subject: dict[str, np.ndarray], ceilings: dict) -> float | None:
-    """Ceiling-normalised score: per subject and seed, the mean over voxels of r / ceiling (voxels
-    with a ceiling below 0.1 left out), then the mean over seeds and subjects. None without
+    """Ceiling-normalised score: per subject, the mean r over voxels whose ceiling is at least
+    0.1 (mean over seeds) divided by the mean ceiling of those voxels; then the mean over
+    subjects. A ratio of means, so a few voxels with tiny ceilings cannot dominate. None without
     ceilings."""
     per_subject = []
     for subject, stats in stats_by_subject.items():
         if subject not in ceilings:
             continue
-        r = pearson_from_stats(stats.sum(axis=1))  # (n_seeds, n_voxels), pooled over sounds
-        normalised, _ = normalised_score(r, ceilings[subject])
-        per_subject.append(float(np.nanmean(normalised)))
+        kept = ceilings[subject] >= MIN_CEILING
+        if not kept.any():
+            continue
+        r = pearson_from_stats(stats.sum(axis=1)).mean(axis=0)  # pooled over sounds, seeds
+        per_subject.append(float(r[kept].mean() / ceilings[subject][kept].mean()))
     return float(np.mean(per_subject)) if per_subject else None
 
 
@@ -195,9 +211,13 @@ def format_table(summary: dict) -> str:
     for r in summary["runs"]:
         counts = ", ".join(f"{s} {k}/{n}" for s, (k, n) in r.get("voxels_fdr05", {}).items())
         lines.append(f"{r['name']}: voxels with r > 0 at FDR q < 0.05 (best layer): {counts}")
+    if summary["runs"] and "voxel_p_floor" in summary:
+        lines.append(f"(bootstrap p-values cannot go below {summary['voxel_p_floor']:.1e}: raise "
+                     "--n-boot for maps of many voxels)")
     for subject, c in summary.get("ceiling", {}).items():
         lines.append(f"noise ceiling of {subject}: mean {c['mean']:.3f} over voxels "
-                     "(/ceil: score / ceiling, voxels with a ceiling below 0.1 left out)")
+                     f"({c['n_below_min']} below {MIN_CEILING}; /ceil: mean r "
+                     "over the others divided by their mean ceiling)")
     if summary.get("alignment"):
         lines += ["", "weight change against the gain over the frozen run, per trial "
                       "(Pearson r over scored trials, permutation p):"]

@@ -10,7 +10,7 @@ LAYERS = ["cnn", "layer_1"]
 
 def _run(order, trial_r, delta_w=None, mode="continuous"):
     return {"layers": LAYERS, "delta_w_layers": LAYERS, "n_events": N, "mode": mode,
-            "config": {"encoder": {"warmup": WARMUP}},
+            "config": {"encoder": {"warmup": WARMUP}, "data": {"session": "0", "tail_s": 6.0}},
             "trials": {"event": np.asarray(order), "trial_r": trial_r,
                        "delta_w": np.zeros((N, 2)) if delta_w is None else delta_w}}
 
@@ -23,7 +23,9 @@ def test_gain_matches_trials_by_event_not_by_position():
     run = _run(order, frozen_by_event[order] + 0.25)
     positions, gain = trial_gain(run, frozen, "layer_1", WARMUP)
     assert positions.tolist() == list(range(WARMUP, N))
-    np.testing.assert_allclose(gain, 0.25)
+    unscored = np.isin(order[WARMUP:], np.arange(WARMUP))  # the frozen run's warm-up events
+    assert np.isnan(gain[unscored]).all() and unscored.any()
+    np.testing.assert_allclose(gain[~unscored], 0.25)
 
 
 def test_planted_alignment_is_found_and_its_absence_is_not():
@@ -41,6 +43,7 @@ def test_planted_alignment_is_found_and_its_absence_is_not():
 
 def test_correlation_test_edge_cases():
     assert correlation_test(np.ones(10), np.arange(10.0)) == (0.0, 1.0)
+    assert all(np.isnan(correlation_test(np.ones(2), np.ones(2))))
     r, p = correlation_test(np.arange(10.0), np.arange(10.0), n_perm=99)
     assert r == pytest.approx(1.0) and p == pytest.approx(0.01)
 
@@ -58,6 +61,7 @@ def test_drift_alignment_follows_a_planted_drift():
     repeat = np.repeat([0, 1], n_sounds)[order]
     pooled = np.where(repeat[:, None] == 0, first[stimulus], second[stimulus])
     run = {"layers": ["layer_1"], "trials": {"stimulus": stimulus, "repeat": repeat,
+                                             "event": np.arange(2 * n_sounds),
                                              "pooled/layer_1": pooled}}
     brain = pattern_drift(np.stack([first, second], axis=1)) + 0.05 * rng.standard_normal(n_sounds)
     result = drift_alignment(run, brain, n_perm=200)["layer_1"]

@@ -107,13 +107,16 @@ def test_summary_json(finished, capsys):
         significant, total = row["voxels_fdr05"]["sub-01"]
         assert total == N_VOXELS and 0 <= significant <= total
     drift = {d["variant"]: d["layers"]["layer_1"] for d in summary["drift"]}
-    assert sorted(drift) == ["continuous", "continuous-shuffled", "frozen"]
-    assert drift["frozen"]["r"] == 0.0 and drift["frozen"]["p"] == 1.0  # it never drifts
+    assert sorted(drift) == ["continuous", "continuous-shuffled"]  # a frozen network never drifts
     assert drift["continuous"]["n_sounds"] == 6 and -1 <= drift["continuous"]["r"] <= 1
     aligned = {a["variant"]: a for a in summary["alignment"]}
+    # In recorded order both runs score the same events; a shuffled run loses the trials whose
+    # event fell in the frozen run's warm-up.
+    assert aligned_n(summary, "continuous") == N_EVENTS - WARMUP
+    assert aligned_n(summary, "continuous-shuffled") < N_EVENTS - WARMUP
     assert sorted(aligned) == ["continuous", "continuous-shuffled"]
     for a in aligned.values():
-        assert a["against"] == "frozen" and a["layers"]["layer_1"]["n_trials"] == N_EVENTS - WARMUP
+        assert a["against"] == "frozen" and a["layers"]["layer_1"]["n_trials"] <= N_EVENTS - WARMUP
         assert -1 <= a["layers"]["layer_1"]["r"] <= 1 and 0 < a["layers"]["layer_1"]["p"] <= 1
     for row in rows.values():
         assert {"name", "mode", "order", "score", "ci95", "layers"} <= set(row)
@@ -208,3 +211,8 @@ def test_noise_ceiling_and_normalised_scores(finished, capsys):
     for row in summary["runs"]:
         assert row["score_normalised"] == pytest.approx(row["score"], abs=0.6)
     assert summary["ceiling"]["sub-01"]["formula"] == CEILING_FORMULA
+
+
+def aligned_n(summary, variant):
+    (a,) = [a for a in summary["alignment"] if a["variant"] == variant]
+    return a["layers"]["layer_1"]["n_trials"]

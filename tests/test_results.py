@@ -21,7 +21,8 @@ def _result(variant, event_stats, order=None, seed=0, mode="continuous", subject
     run_id = f"{variant}/{subject}/seed-{seed}"
     attrs = {"run_id": run_id, "variant": variant, "subject": subject, "seed": seed, "mode": mode,
              "order": "recorded",
-             "config": config or {"mode": mode, "learning": {"lr": 1e-3}, "encoder": {"warmup": WARMUP}},
+             "config": config or {"mode": mode, "learning": {"lr": 1e-3}, "encoder": {"warmup": WARMUP},
+                                  "data": {"session": "0", "tail_s": 6.0}},
              "layers": LAYERS, "delta_w_layers": LAYERS, "n_events": N_EVENTS}
     trials = {"event": order.astype(np.int64), "stimulus": (order % N_SOUNDS).astype(np.int64),
               "repeat": (order // N_SOUNDS).astype(np.int64),
