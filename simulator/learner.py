@@ -87,7 +87,10 @@ class Learner:
             self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
             for group in self.optimizer.param_groups:  # the scenario's rate, not the checkpoint's
                 group["lr"], group["weight_decay"] = lr, weight_decay
-        self._optimizer0 = copy.deepcopy(self.optimizer.state_dict()) if mode == "reset" else None
+        # The reset mode's starting optimizer state, copied back in place after every sound.
+        self._optimizer0 = None if mode != "reset" else {
+            p: {k: v.clone() if torch.is_tensor(v) else v for k, v in self.optimizer.state[p].items()}
+            for p in self._params if p in self.optimizer.state}
 
     def observe(self, wave, sample_rate: float, frame_rate: float,
                 offset_s: float = 0.0) -> tuple[dict[str, np.ndarray], TrialRecord]:
@@ -111,9 +114,19 @@ class Learner:
         """Back to the starting weights and optimizer state (the ``reset`` mode, after each sound)."""
         for p, p0 in zip(self._params, self._theta0):
             p.copy_(p0)
-        if self._optimizer0 is not None:
-            # A deep copy: load_state_dict may keep the given tensors, which AdamW then changes.
-            self.optimizer.load_state_dict(copy.deepcopy(self._optimizer0))
+        if self._optimizer0 is None:
+            return
+        for p in self._params:
+            saved = self._optimizer0.get(p)
+            if saved is None:  # no state before the first step: back to none
+                self.optimizer.state.pop(p, None)
+                continue
+            state = self.optimizer.state[p]
+            for k, v in saved.items():
+                if torch.is_tensor(v) and torch.is_tensor(state.get(k)) and state[k].shape == v.shape:
+                    state[k].copy_(v)  # in place: no per-sound allocation of optimizer-sized tensors
+                else:
+                    state[k] = v.clone() if torch.is_tensor(v) else v
 
     def features(self, wave, sample_rate: float, frame_rate: float,
                  offset_s: float = 0.0) -> dict[str, np.ndarray]:

@@ -164,3 +164,17 @@ def test_reset_adapts_to_each_sound_then_forgets(checkpoint):
     assert [s["step"].item() for s in reset.optimizer.state_dict()["state"].values()] == steps0
     second, _ = reset.observe(waves[1], 16000, 1.0)
     assert not np.allclose(second["layer_1"], frozen.features(waves[1], 16000, 1.0)["layer_1"])
+
+
+def test_reset_restores_the_whole_optimizer_state_with_or_without_a_checkpoint(checkpoint):
+    wave = np.random.default_rng(5).standard_normal(16000).astype(np.float32)
+    for state in (checkpoint[1], None):
+        learner = Learner(copy.deepcopy(checkpoint[0]), "reset", lr=3e-3, seed=0, optimizer_state=state)
+        before = copy.deepcopy(learner.optimizer.state_dict())
+        for _ in range(2):
+            learner.observe(wave, 16000, 1.0)
+        after = learner.optimizer.state_dict()
+        assert after["state"].keys() == before["state"].keys()
+        for i, entry in before["state"].items():
+            for k, v in entry.items():
+                assert torch.equal(after["state"][i][k], v)
