@@ -60,11 +60,11 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
     cfg = spec.config
     recording = open_recording(store, validate=False)  # the parent validated it
     learner = build_learner(cfg, spec.seed, recording)
-    model = learner.model
-    layers = layer_names(model) if cfg["encoder"]["layers"] == ["all"] else cfg["encoder"]["layers"]
-    unknown = sorted(set(layers) - set(layer_names(model)))
+    all_layers = layer_names(learner.model)
+    layers = all_layers if cfg["encoder"]["layers"] == ["all"] else cfg["encoder"]["layers"]
+    unknown = sorted(set(layers) - set(all_layers))
     if unknown:
-        raise ScenarioError(f"encoder.layers names {unknown}; the model has {layer_names(model)}")
+        raise ScenarioError(f"encoder.layers names {unknown}; the model has {all_layers}")
     session = cfg["data"]["session"]
     n_events = len(recording.events(spec.subject, session))
     n_voxels = recording.responses(spec.subject, session).shape[1]
@@ -87,7 +87,7 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
         trial_r = client.trial(spec.run_id, trial.index, trial.event, aligned, trial.frames)
         t3 = time.perf_counter()
         for k, v in (("event", trial.event), ("stimulus", trial.stimulus), ("repeat", trial.repeat),
-                     ("delta_w", [record.delta_w[name] for name in layer_names(model)]),
+                     ("delta_w", [record.delta_w[name] for name in all_layers]),
                      ("trial_r", trial_r), ("time_features", record.time_features),
                      ("time_learn", record.time_learn),
                      ("time_encoder", t3 - t2), ("time_total", t3 - t0)):
@@ -102,7 +102,7 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
     client.close()
     attrs = {"run_id": spec.run_id, "variant": spec.variant, "subject": spec.subject,
              "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
-             "layers": layers, "delta_w_layers": layer_names(model), "store": str(store),
+             "layers": layers, "delta_w_layers": all_layers, "store": str(store),
              "n_events": n_events, "provenance": provenance()}
     trial_arrays = {k: np.asarray(v, dtype=np.int64 if k in ("event", "stimulus", "repeat")
                                   else np.float32 if k.startswith("pooled/") else np.float64)
