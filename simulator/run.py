@@ -13,6 +13,7 @@ import queue as queue_module
 import signal
 import subprocess
 import time
+import uuid
 
 import numpy as np
 import torch
@@ -70,9 +71,11 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
     n_voxels = recording.responses(spec.subject, session).shape[1]
     client = EncoderClient(endpoint)
     enc = cfg["encoder"]
+    # The service may serve runs of several results stores (or several commands) at once.
+    session_key = f"{spec.run_id}@{uuid.uuid4().hex}"
     # Per-*event* scores (the resampling unit is regrouped into sounds by the summary), so runs
     # that replay the same events in different orders can be compared on the same scored trials.
-    client.open(spec.run_id, layers, n_voxels, n_events, enc["lags"], enc["alpha"], enc["warmup"])
+    client.open(session_key, layers, n_voxels, n_events, enc["lags"], enc["alpha"], enc["warmup"])
     rows = {k: [] for k in ("event", "stimulus", "repeat", *TRIAL_FIELDS, "delta_w", "trial_r",
                             *(f"time_{t}" for t in TIMERS))}
     trials = replay_session(recording, spec.subject, session, order=cfg["order"], seed=spec.seed,
@@ -84,7 +87,7 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
                                            trial.offset_s)
         t2 = time.perf_counter()
         aligned = {name: align(features[name], len(trial.frames)) for name in layers}
-        trial_r = client.trial(spec.run_id, trial.index, trial.event, aligned, trial.frames)
+        trial_r = client.trial(session_key, trial.index, trial.event, aligned, trial.frames)
         t3 = time.perf_counter()
         for k, v in (("event", trial.event), ("stimulus", trial.stimulus), ("repeat", trial.repeat),
                      ("delta_w", [record.delta_w[name] for name in all_layers]),
@@ -98,7 +101,7 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
             rows.setdefault(f"pooled/{name}", []).append(features[name].mean(axis=0))
         if progress is not None:
             progress.put((spec.run_id, trial.index, record.loss, float(np.max(trial_r))))
-    final = client.finish(spec.run_id)
+    final = client.finish(session_key)
     client.close()
     attrs = {"run_id": spec.run_id, "variant": spec.variant, "subject": spec.subject,
              "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
@@ -119,6 +122,43 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
     ``encoder`` is the endpoint of a running encoder service to use (and leave running); by
     default a service is started for the call and stopped after it.
     """
+    written = run_scenarios([(scenario, store, results)], jobs, force, log, progress_bar, encoder)
+    return [run_id for _, run_id in written]
+
+
+def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print,
+                  progress_bar: bool = True, encoder: str | None = None) -> list[tuple[str, str]]:
+    """``run_scenario`` for several ``(scenario, store, results)`` at once, sharing one process
+    pool (so no core idles between them) and one encoder service; return the (results, run id)
+    pairs written. Every scenario and store is checked before any run starts."""
+    todo = [job for item in items for job in _pending(*item, force, log)]
+    if not todo:
+        return []
+    total = sum(len(open_recording(store, validate=False).events(
+        spec.subject, spec.config["data"]["session"])) for spec, store, _, _ in todo)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+    if encoder is not None:
+        return _run_pool(todo, encoder, jobs, total, progress_bar, log)
+    service, endpoint = spawn_service()
+    try:
+        return _run_pool(todo, endpoint, jobs, total, progress_bar, log)
+    finally:
+        client = EncoderClient(endpoint, timeout_s=10)
+        try:
+            client.shutdown()
+        except Exception:  # the service may already be gone; never mask the run's own error
+            pass
+        finally:
+            client.close()
+        try:
+            service.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            service.kill()
+
+
+def _pending(scenario: Scenario, store, results, force: bool, log) -> list[tuple]:
+    """The (spec, store, results root, results path) of each run of ``scenario`` still to do,
+    after checking the store, the scenario and the runs already written."""
     recording = open_recording(store)  # validates the store, once
     for cfg in scenario.variants.values():
         cfg["data"]["store"] = str(store)  # the store actually replayed, stored with each run
@@ -143,28 +183,8 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
                                     "settings; pass --force to replace it or choose another --results")
             log(f"run: {spec.run_id} already complete, skipped")
             continue
-        todo.append(spec)
-    if not todo:
-        return []
-    total = sum(len(recording.events(s.subject, s.config["data"]["session"])) for s in todo)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    if encoder is not None:
-        return _run_pool(todo, str(store), encoder, jobs, root, total, progress_bar, log)
-    service, endpoint = spawn_service()
-    try:
-        return _run_pool(todo, str(store), endpoint, jobs, root, total, progress_bar, log)
-    finally:
-        client = EncoderClient(endpoint, timeout_s=10)
-        try:
-            client.shutdown()
-        except Exception:  # the service may already be gone; never mask the run's own error
-            pass
-        finally:
-            client.close()
-        try:
-            service.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        todo.append((spec, str(store), root, str(results)))
+    return todo
 
 
 def _write_brain_measures(root, recording, store: str, specs, log) -> None:
@@ -195,7 +215,7 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_pool(todo, store, endpoint, jobs, root, total, progress_bar, log) -> list[str]:
+def _run_pool(todo, endpoint, jobs, total, progress_bar, log) -> list[tuple[str, str]]:
     """Run ``todo`` in a process pool; write each run as it finishes. On the first failure (or
     Ctrl-C) the other runs are stopped and the error is raised; finished runs stay written."""
     from tqdm import tqdm
@@ -208,17 +228,19 @@ def _run_pool(todo, store, endpoint, jobs, root, total, progress_bar, log) -> li
         rolling: dict[str, Rolling] = {}
         pool = ctx.Pool(jobs, initializer=_ignore_sigint)
         try:
-            pending = {s.run_id: pool.apply_async(execute_run, (s, store, endpoint, progress))
-                       for s in todo}
+            pending = {(results, spec.run_id): (root, pool.apply_async(
+                execute_run, (spec, store, endpoint, progress))) for spec, store, root, results in todo}
             while pending:
                 time.sleep(0.2)
                 _drain(progress, bar, rolling)
-                for run_id in [k for k, res in pending.items() if res.ready()]:
-                    result = pending.pop(run_id).get()  # re-raises a worker's exception here
+                for key in [k for k, (_, res) in pending.items() if res.ready()]:
+                    root, res = pending.pop(key)
+                    result = res.get()  # re-raises a worker's exception here
                     write_run(root, result)
-                    written.append(run_id)
+                    written.append(key)
                     best = max(np.nanmean(result.scores["r"], axis=1))
-                    log(f"run: {run_id} done, best-layer score {best:.3f}")
+                    where = f" in {key[0]}" if len({t[3] for t in todo}) > 1 else ""
+                    log(f"run: {key[1]}{where} done, best-layer score {best:.3f}")
             pool.close()
         except BaseException:
             pool.terminate()

@@ -129,7 +129,12 @@ def load_scenario(path: str | Path, sets=()) -> Scenario:
             if not isinstance(node, dict):
                 raise ScenarioError(f"--set {assignment}: {k!r} is not a table")
         node[keys[-1]] = value
-    where = str(path)
+    return resolve_scenario(raw, path.stem, str(path))
+
+
+def resolve_scenario(raw: dict, name: str, where: str) -> Scenario:
+    """Validate and resolve a scenario given as a table (what a TOML file parses to); ``where``
+    names it in error messages."""
     base = {k: v for k, v in raw.items() if k not in TOP_ONLY}
     base_cfg = _merge(DEFAULTS, base, where, "")
     variants_raw = raw.get("variants", {"default": {}})
@@ -144,7 +149,7 @@ def load_scenario(path: str | Path, sets=()) -> Scenario:
             if v not in variants:
                 raise ScenarioError(f"{where}: compare names variant {v!r}, but the variants are "
                                     f"{', '.join(variants)}")
-    return Scenario(path.stem, where, raw, variants, [tuple(c) for c in compare])
+    return Scenario(name, where, raw, variants, [tuple(c) for c in compare])
 
 
 def _merge(defaults: dict, given: dict, where: str, prefix: str) -> dict:

@@ -15,14 +15,15 @@ import numpy as np
 
 from encoders.ceiling import CEILING_FORMULA
 
-MIN_CEILING = 0.1  # voxels below this ceiling are left out of normalised scores
-LEARNING_MODES = ("continuous", "reset")  # the modes whose weights change during the replay
 from encoders.scores import pearson_from_stats
 from encoders.stats import (bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_test, score,
                             voxel_p_values)
 
 from .alignment import drift_alignment, weight_gain_alignment
 from .results import read_runs, read_subject_arrays, results_attrs
+
+MIN_CEILING = 0.1  # voxels below this ceiling are left out of normalised scores
+LEARNING_MODES = ("continuous", "reset")  # the modes whose weights change during the replay
 
 
 def sound_stats(run: dict, events: np.ndarray, n_sounds: int) -> np.ndarray:
@@ -59,8 +60,8 @@ def _at(stats: list[np.ndarray], layer: int) -> list[np.ndarray]:
     return [g[layer] for g in stats]
 
 
-def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> dict:
-    """The summary of a results store as a JSON-ready dict (what ``summary --json`` prints)."""
+def _load(path) -> tuple[list[dict], dict[str, dict[str, list[dict]]], int]:
+    """A results store's runs, the same grouped by variant then subject, and the sound count."""
     runs = read_runs(path)
     if not runs:
         raise ValueError(f"{path} holds no complete run yet (run 'cortexreplay run' first)")
@@ -69,15 +70,47 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
         by_variant.setdefault(r["variant"], []).append(r)
     by_variant = {name: _by_subject(group) for name, group in by_variant.items()}
     n_sounds = 1 + max(int(r["trials"]["stimulus"].max()) for r in runs)
+    return runs, by_variant, n_sounds
+
+
+def _variant_stats(groups: dict[str, list[dict]], n_sounds: int) -> list[np.ndarray]:
+    """A variant's per-subject stats (n_layers, n_seeds, n_sounds, 6, n_voxels) on the events
+    scored in all its runs of that subject."""
+    return _group_stats(groups, n_sounds, {s: _scored_events(g) for s, g in groups.items()})
+
+
+def _layer_scores(groups: dict[str, list[dict]], stats: list[np.ndarray]) -> dict[str, float]:
+    layers = next(iter(groups.values()))[0]["layers"]
+    return {layer: score(_at(stats, i)) for i, layer in enumerate(layers)}
+
+
+def paired_stats(path, a: str, b: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Variants ``a`` and ``b`` of a results store paired as ``summary`` pairs them, each at its
+    best layer: two lists (one entry per subject) of (n_seeds, n_sounds, 6, n_voxels) stats, for
+    the functions of ``encoders.stats`` (to pool comparisons over several stores, say)."""
+    _, by_variant, n_sounds = _load(path)
+    for v in (a, b):
+        if v not in by_variant:
+            raise ValueError(f"{path} has no run of variant {v!r} (it has {', '.join(by_variant)})")
+    best = {}
+    for v in (a, b):
+        per_layer = _layer_scores(by_variant[v], _variant_stats(by_variant[v], n_sounds))
+        best[v] = int(np.argmax(list(per_layer.values())))
+    sa, sb, _ = _paired(a, b, by_variant[a], by_variant[b], best, n_sounds)
+    return sa, sb
+
+
+def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> dict:
+    """The summary of a results store as a JSON-ready dict (what ``summary --json`` prints)."""
+    runs, by_variant, n_sounds = _load(path)
     ceilings = read_subject_arrays(path, "ceilings")
     brain_drift = read_subject_arrays(path, "brain_drift")
     rows, best = [], {}
     for name, groups in by_variant.items():
-        events = {s: _scored_events(g) for s, g in groups.items()}
-        stats = _group_stats(groups, n_sounds, events)
+        stats = _variant_stats(groups, n_sounds)
         first = next(iter(groups.values()))[0]
         layers = first["layers"]
-        per_layer = {layer: score(_at(stats, i)) for i, layer in enumerate(layers)}
+        per_layer = _layer_scores(groups, stats)
         best[name] = int(np.argmax(list(per_layer.values())))
         low, high = bootstrap_ci(_at(stats, best[name]), n_boot=n_boot, seed=seed)
         normalised = _normalised(dict(zip(groups, _at(stats, best[name]))), ceilings)
@@ -157,7 +190,9 @@ def _normalised(stats_by_subject: dict[str, np.ndarray], ceilings: dict) -> floa
     return float(np.mean(per_subject)) if per_subject else None
 
 
-def _compare(a, b, groups_a, groups_b, best, n_sounds, n_boot, n_perm, seed) -> dict:
+def _paired(a, b, groups_a, groups_b, best, n_sounds):
+    """Per-subject stats of ``a`` and ``b`` at their best layers, runs paired by seed, on the
+    events scored in every run involved; and the subjects."""
     subjects = sorted(set(groups_a) & set(groups_b))
     if not subjects:
         raise ValueError(f"variants {a!r} and {b!r} share no subject; they cannot be paired")
@@ -167,6 +202,11 @@ def _compare(a, b, groups_a, groups_b, best, n_sounds, n_boot, n_perm, seed) -> 
     events = {s: _scored_events(pa[s] + pb[s]) for s in subjects}
     sa = _at(_group_stats(pa, n_sounds, events), best[a])
     sb = _at(_group_stats(pb, n_sounds, events), best[b])
+    return sa, sb, subjects
+
+
+def _compare(a, b, groups_a, groups_b, best, n_sounds, n_boot, n_perm, seed) -> dict:
+    sa, sb, subjects = _paired(a, b, groups_a, groups_b, best, n_sounds)
     delta, (low, high) = paired_bootstrap(sa, sb, n_boot=n_boot, seed=seed)
     p = paired_permutation_test(sa, sb, n_perm=n_perm, seed=seed)
     scored = np.logical_or.reduce([g[0, :, 0, 0] > 0 for g in sa])
