@@ -26,6 +26,7 @@ class TrialRecord:
     diversity: float = float("nan")
     perplexity: float = float("nan")
     grad_norm: float = float("nan")
+    skipped_steps: int = 0      # steps left out because their loss or gradient was not finite
     delta_w: dict[str, float] = field(default_factory=dict)
     time_features: float = 0.0  # seconds spent reading features, and learning, on this sound
     time_learn: float = 0.0
@@ -151,7 +152,8 @@ class Learner:
                        for name, ps in self._layers.items()}
         mean = lambda key: float(np.mean([getattr(s, key) for s in steps]))  # noqa: E731
         return TrialRecord(mean("loss"), mean("contrastive"), mean("diversity"),
-                           mean("perplexity"), mean("grad_norm"), delta_w)
+                           mean("perplexity"), mean("grad_norm"), sum(s.skipped for s in steps),
+                           delta_w)
 
     @torch.no_grad()
     def _relax(self):

@@ -93,19 +93,23 @@ def _train(out: Path, settings: PretrainSettings, log) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     streams = RandomStreams(settings.seed)
     order = np.random.default_rng(settings.seed).integers(0, len(clips), size=settings.steps)
-    losses = []
+    losses, skipped = [], 0
     for step, clip in enumerate(order):
         # Linear warm-up of the rate; the Gumbel temperature decays geometrically, as in wav2vec 2.0.
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * min(1.0, (step + 1) / max(1, settings.warmup_steps))
         model.set_gumbel_temperature(_temperature(settings, step))
-        losses.append(ssl_step(model, optimizer, clips[clip], streams).loss)
+        result = ssl_step(model, optimizer, clips[clip], streams)
+        losses.append(result.loss)
+        skipped += result.skipped
         if log and (step + 1) % max(1, settings.steps // 8) == 0:
-            log(f"pretrain: step {step + 1}/{settings.steps} loss {np.mean(losses[-50:]):.3f}")
+            log(f"pretrain: step {step + 1}/{settings.steps} loss {np.nanmean(losses[-50:]):.3f}"
+                + (f" ({skipped} non-finite steps skipped; lower --lr)" if skipped else ""))
     save_checkpoint(out, model, optimizer, {
         "settings": asdict(settings),
         "gumbel_temperature": _temperature(settings, settings.steps - 1),
-        "final_loss": float(np.mean(losses[-50:])),
+        "final_loss": float(np.nanmean(losses[-50:])),
+        "skipped_steps": skipped,
     })
     return out
 

@@ -34,7 +34,7 @@ from .results import (RunResult, completed_config, open_results, provenance, wri
                       write_ceiling, write_run)
 from .scenario import RunSpec, Scenario, ScenarioError
 
-TRIAL_FIELDS = ("loss", "contrastive", "diversity", "perplexity", "grad_norm")
+TRIAL_FIELDS = ("loss", "contrastive", "diversity", "perplexity", "grad_norm", "skipped_steps")
 TIMERS = ("features", "learn", "encoder", "total")
 
 
@@ -107,7 +107,7 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
              "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
              "layers": layers, "delta_w_layers": all_layers, "store": str(store),
              "n_events": n_events, "provenance": provenance()}
-    trial_arrays = {k: np.asarray(v, dtype=np.int64 if k in ("event", "stimulus", "repeat")
+    trial_arrays = {k: np.asarray(v, dtype=np.int64 if k in ("event", "stimulus", "repeat", "skipped_steps")
                                   else np.float32 if k.startswith("pooled/") else np.float64)
                     for k, v in rows.items()}
     return RunResult(spec.run_id, attrs, trial_arrays,

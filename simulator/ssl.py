@@ -131,6 +131,7 @@ class StepResult:
     diversity: float
     perplexity: float
     grad_norm: float
+    skipped: bool = False          # the loss or gradient was not finite: no update was made
 
 
 def ssl_step(model, optimizer, wave, streams: RandomStreams, mask_prob: float = 0.4,
@@ -138,7 +139,9 @@ def ssl_step(model, optimizer, wave, streams: RandomStreams, mask_prob: float = 
     """One contrastive + diversity step of wav2vec 2.0 on one sound, then an optimizer step.
 
     The loss is divided by the number of masked frames (as transformers' pretraining example
-    does) so the learning rate means the same for short and long sounds.
+    does) so the learning rate means the same for short and long sounds. A step whose loss or
+    gradient is not finite (a rate too high for the network) is skipped, as
+    ``torch.amp.GradScaler`` skips one, so the weights stay finite; the result says so.
     """
     x = normalize_wave(wave).to(next(model.parameters()).device)
     n_frames = int(model._get_feat_extract_output_lengths(x.shape[1]))
@@ -153,11 +156,11 @@ def ssl_step(model, optimizer, wave, streams: RandomStreams, mask_prob: float = 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
-        optimizer.step()
-    result = StepResult(float(loss.detach()), float(out.contrastive_loss.detach()) / n_masked,
-                        float(out.diversity_loss.detach()) / n_masked,
-                        float(out.codevector_perplexity.detach()), grad_norm)
-    if not math.isfinite(result.loss):
-        raise FloatingPointError(f"non-finite self-supervised loss ({result.loss}); lower the "
-                                 "learning rate")
-    return result
+        skipped = not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm))
+        if skipped:
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            optimizer.step()
+    return StepResult(float(loss.detach()), float(out.contrastive_loss.detach()) / n_masked,
+                      float(out.diversity_loss.detach()) / n_masked,
+                      float(out.codevector_perplexity.detach()), grad_norm, skipped)

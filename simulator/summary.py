@@ -84,18 +84,28 @@ def _layer_scores(groups: dict[str, list[dict]], stats: list[np.ndarray]) -> dic
     return {layer: score(_at(stats, i)) for i, layer in enumerate(layers)}
 
 
+def layer_scores(path, variant: str) -> dict[str, float]:
+    """A variant's score at every layer (its layer profile), as in the summary's table."""
+    _, by_variant, n_sounds = _load(path)
+    if variant not in by_variant:
+        raise ValueError(f"{path} has no run of variant {variant!r} (it has {', '.join(by_variant)})")
+    groups = by_variant[variant]
+    return _layer_scores(groups, _variant_stats(groups, n_sounds))
+
+
+def best_layer_stats(path, variant: str) -> list[np.ndarray]:
+    """A variant's per-subject (n_seeds, n_sounds, 6, n_voxels) stats at its best layer."""
+    _, by_variant, n_sounds = _load(path)
+    best = int(np.argmax(list(layer_scores(path, variant).values())))
+    return _at(_variant_stats(by_variant[variant], n_sounds), best)
+
+
 def paired_stats(path, a: str, b: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Variants ``a`` and ``b`` of a results store paired as ``summary`` pairs them, each at its
     best layer: two lists (one entry per subject) of (n_seeds, n_sounds, 6, n_voxels) stats, for
     the functions of ``encoders.stats`` (to pool comparisons over several stores, say)."""
     _, by_variant, n_sounds = _load(path)
-    for v in (a, b):
-        if v not in by_variant:
-            raise ValueError(f"{path} has no run of variant {v!r} (it has {', '.join(by_variant)})")
-    best = {}
-    for v in (a, b):
-        per_layer = _layer_scores(by_variant[v], _variant_stats(by_variant[v], n_sounds))
-        best[v] = int(np.argmax(list(per_layer.values())))
+    best = {v: int(np.argmax(list(layer_scores(path, v).values()))) for v in (a, b)}
     sa, sb, _ = _paired(a, b, by_variant[a], by_variant[b], best, n_sounds)
     return sa, sb
 
@@ -123,6 +133,8 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
                      "score_normalised": normalised, "voxels_fdr05": significant,
                      "best_layer": layers[best[name]], "layers": per_layer,
                      "n_runs": sum(len(g) for g in groups.values()),
+                     "skipped_steps": int(sum(r["trials"].get("skipped_steps", np.zeros(0)).sum()
+                                              for g in groups.values() for r in g)),
                      "seeds": sorted({r["seed"] for g in groups.values() for r in g}),
                      "subjects": sorted(groups)})
     comparisons = []
@@ -251,6 +263,10 @@ def format_table(summary: dict) -> str:
     for r in summary["runs"]:
         counts = ", ".join(f"{s} {k}/{n}" for s, (k, n) in r.get("voxels_fdr05", {}).items())
         lines.append(f"{r['name']}: voxels with r > 0 at FDR q < 0.05 (best layer): {counts}")
+    for r in summary["runs"]:
+        if r.get("skipped_steps"):
+            lines.append(f"{r['name']}: {r['skipped_steps']} self-supervised steps skipped because "
+                         "their loss or gradient was not finite (learning rate too high?)")
     if summary["runs"] and "voxel_p_floor" in summary:
         lines.append(f"(bootstrap p-values cannot go below {summary['voxel_p_floor']:.1e}: raise "
                      "--n-boot for maps of many voxels)")

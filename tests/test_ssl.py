@@ -203,3 +203,23 @@ def test_ssl_step_too_short_sound(tiny):
     model, opt, streams = make_learner(tiny, seed=0)
     with pytest.raises(ValueError, match="too short for a self-supervised step"):
         ssl_step(model, opt, wave(0, seconds=0.03), streams)
+
+
+# --- non-finite steps ----------------------------------------------------------------------------
+
+def test_a_step_with_a_non_finite_gradient_is_skipped_and_leaves_the_weights_finite(tiny):
+    model, opt, streams = make_learner(tiny, seed=0)
+    before = flat(model).clone()
+    # What a rate too high for the network produces: an overflowing gradient in one weight.
+    handle = model.wav2vec2.encoder.layers[0].attention.q_proj.weight.register_hook(
+        lambda g: g * float("inf"))
+    try:
+        result = ssl_step(model, opt, wave(0), streams)
+    finally:
+        handle.remove()
+    assert result.skipped and not np.isfinite(result.grad_norm)
+    assert torch.equal(flat(model), before)  # no update at all, not a partial one
+    assert not opt.state  # nor any optimizer moment built from the bad gradient
+    result = ssl_step(model, opt, wave(0), streams)
+    assert not result.skipped and np.isfinite(result.loss)
+    assert torch.isfinite(flat(model)).all() and not torch.equal(flat(model), before)

@@ -6,9 +6,9 @@ import sys
 
 from encoders.client import EncoderError
 
-from . import encoder, inspect, pretrain, run, summary, synth
+from . import encoder, inspect, pretrain, run, summary, synth, validate
 
-COMMANDS = (synth, pretrain, inspect, run, summary, encoder)
+COMMANDS = (synth, pretrain, inspect, run, summary, validate, encoder)
 
 
 def main(argv=None) -> int:

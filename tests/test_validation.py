@@ -1,0 +1,109 @@
+"""`cortexreplay validate` at a reduced size: real synthetic cortices, real runs, real claims."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from simulator.scenario import resolve_scenario
+from simulator.validation import (PLANS, experiments, format_claims, lr_variant, run_validation,
+                                  scenario_table)
+
+# One reduced validation serves the module (a few minutes on 2 cores; more with other jobs).
+pytestmark = pytest.mark.timeout(900)
+
+# The full plan's structure at a size CI affords: 12 one-second sounds, 40 voxels, one cortex of
+# each kind, still three learner seeds per learning variant.
+TEST_PLAN = replace(PLANS["quick"], name="test", sounds=12, voxels=40, recording_seeds=1,
+                    static_seeds=1, static_sounds=12, static_voxels=40, lr_grid=(1e-3, 3e-3),
+                    warmup=4, n_boot=200, n_perm=200)
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory, tiny_checkpoint):
+    out = tmp_path_factory.mktemp("validation")
+    logged = []
+    claims = run_validation(out, TEST_PLAN, checkpoint=tiny_checkpoint, jobs=2, log=logged.append)
+    return out, claims, logged
+
+
+def test_the_plan_replays_every_cortex_with_learners_matched_to_its_teacher():
+    exps = {e.name: e for e in experiments(PLANS["full"])}
+    plastic = [e for name, e in exps.items() if name.startswith("plastic/")]
+    static = [e for name, e in exps.items() if name.startswith("static/")]
+    assert len(plastic) == 5 and len(static) == 20
+    assert all(e.cortex.plasticity == 0 for e in static)
+    for e in exps.values():  # the learner follows the teacher's update rule
+        table = scenario_table(e, PLANS["full"], "ckpt")
+        assert table["learning"]["steps_per_sound"] == e.cortex.teacher_steps
+        if e.cortex.plasticity > 0:
+            assert (e.lr, e.retention) == (e.cortex.plasticity, e.cortex.retention)
+        scenario = resolve_scenario(table, e.name, e.name)
+        assert len(scenario.runs(["sub-01"])) >= 1
+    sweep = exps["plastic/seed-0"].variants
+    assert {lr_variant(x) for x in (3e-4, 1e-3, 1e-2, 3e-2)} <= set(sweep)
+    assert lr_variant(3e-3) not in sweep  # the teacher's rate is the 'continuous' variant itself
+    assert not any(k.startswith("lr-") for k in exps["plastic/seed-4"].variants)
+
+
+def test_validate_judges_every_claim_and_writes_the_report(validated):
+    out, claims, _ = validated
+    assert [c.key for c in claims] == ["plastic", "unrelaxed", "static", "plasticity", "lr-sweep",
+                                       "best-layer"]
+    assert {c.status for c in claims} <= {"pass", "fail", "report"}
+    assert next(c for c in claims if c.key == "unrelaxed").status == "report"
+    report = json.loads((out / "validation.json").read_text())
+    assert report["plan"]["name"] == "test"
+    assert [c["key"] for c in report["claims"]] == [c.key for c in claims]
+    text = (out / "validation.txt").read_text()
+    assert text.strip() == format_claims(claims)
+    for c in claims:
+        assert f"[{c.status.upper()}] {c.statement}" in text
+
+
+def test_the_planted_effect_is_found_in_the_plastic_cortex_and_not_in_the_static_one(validated):
+    _, claims, _ = validated
+    by_key = {c.key: c for c in claims}
+    plastic = by_key["plastic"].figures["pretrained"]["pooled"]
+    assert plastic["n_sounds"] == TEST_PLAN.sounds  # every sound is scored in both runs
+    assert plastic["delta"] > 0.05 and plastic["significant_above"]
+    static = by_key["static"].figures
+    # The frozen network *is* the static teacher: continuous update can only move away from it.
+    assert static["pretrained"]["per_recording"][0]["delta"] < 0
+    assert static["pretrained"]["false_positives"] == 0
+
+
+def test_the_figures_agree_with_the_runs_behind_them(validated):
+    _, claims, _ = validated
+    by_key = {c.key: c for c in claims}
+    # The plasticity level equal to the plan's own reuses the plastic cortex's comparison.
+    same = by_key["plasticity"].figures[f"{TEST_PLAN.plasticity:g}"]
+    assert same["delta"] == pytest.approx(by_key["plastic"].figures["pretrained"]["pooled"]["delta"])
+    rates = by_key["lr-sweep"].figures["rates"]
+    assert set(rates) == {f"{x:g}" for x in TEST_PLAN.lr_grid}
+    best = max(rates, key=lambda k: rates[k]["score"])
+    assert by_key["lr-sweep"].figures["best"] == float(best)
+    for case in by_key["best-layer"].figures.values():
+        profile = case["profile"]
+        assert case["best"] == max(profile, key=profile.get)
+        assert all(-1 <= v <= 1 for v in profile.values())
+    for rate in rates.values():
+        assert rate["ci95"][0] <= rate["score"] <= rate["ci95"][1]
+
+
+def test_a_second_validation_reuses_every_recording_and_run(validated, tiny_checkpoint):
+    out, claims, _ = validated
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("recordings/*/*.zarr/zarr.json")}
+    logged = []
+    again = run_validation(out, TEST_PLAN, checkpoint=tiny_checkpoint, jobs=2, log=logged.append)
+    assert stamps and stamps == {p: p.stat().st_mtime_ns for p in stamps}
+    assert not any("synthesizing" in line for line in logged)
+    assert sum("already complete" in line for line in logged) > 20
+    assert [(c.status, c.lines) for c in again] == [(c.status, c.lines) for c in claims]
+
+
+def test_an_unknown_read_layer_is_refused_before_anything_is_made(tmp_path, tiny_checkpoint):
+    plan = replace(TEST_PLAN, other_read_layer="layer_9")
+    with pytest.raises(ValueError, match=r"reads layer 'layer_9', but the checkpoint's layers are"):
+        run_validation(tmp_path / "v", plan, checkpoint=tiny_checkpoint)
+    assert not (tmp_path / "v").exists()
