@@ -110,3 +110,30 @@ def drift_alignment(run: dict, brain_drift: np.ndarray, n_perm: int = 1000, seed
         r, p = correlation_test(net[keep], brain_drift[keep], n_perm=n_perm, seed=seed)
         out[layer] = {"r": r, "p": p, "n_sounds": int(keep.sum())}
     return out
+
+
+def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """Linear centred kernel alignment (Kornblith et al. 2019) of two feature spaces over the same
+    samples, (n_samples, n_x) and (n_samples, n_y), each feature z-scored first as the encoder
+    does: ``‖XᵀY‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F)``. Near 1: the two spaces carry the same linear
+    information (up to an orthogonal transform), so no linear encoder can tell which one a
+    response reads; near 0: unrelated.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((100, 5))
+    >>> round(linear_cka(X, 3 * X[:, ::-1] + 1), 2), linear_cka(X, rng.standard_normal((100, 5))) < 0.2
+    (1.0, True)
+    """
+    X, Y = (np.asarray(A, float) for A in (X, Y))
+    X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    Y = (Y - Y.mean(0)) / np.where(Y.std(0) > 0, Y.std(0), 1.0)
+    denom = np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y)
+    return float(np.linalg.norm(X.T @ Y) ** 2 / denom) if denom > 0 else float("nan")
+
+
+def layer_similarity(run: dict) -> dict[str, float]:
+    """Linear CKA between each pair of adjacent layers of a run, on its per-trial pooled
+    activations: how far apart the feature spaces the best-layer search chooses among are."""
+    layers = run["layers"]
+    return {f"{a}~{b}": linear_cka(run["trials"][f"pooled/{a}"], run["trials"][f"pooled/{b}"])
+            for a, b in zip(layers, layers[1:])}

@@ -31,8 +31,10 @@ from encoders.stats import bootstrap_ci, paired_bootstrap, paired_permutation_te
 from replay.store import open_recording
 
 from .cortex import CortexSettings, synthesize
+from .alignment import layer_similarity
 from .model import layer_names
 from .pretrain import PretrainSettings, load_checkpoint, pretrain
+from .results import read_runs
 from .run import run_scenarios
 from .scenario import resolve_scenario
 from .summary import best_layer_stats, layer_scores, paired_stats
@@ -54,7 +56,7 @@ class ValidationPlan:
     static_duration_s: float
     static_voxels: int
     level_seeds: int               # cortices per plasticity level (claim 4)
-    sweep_seeds: int               # plastic cortices replayed at every rate of the sweep (claim 5)
+    sweep_seeds: int               # cortices replayed at every rate of a sweep (claim 5)
     layer_seeds: int               # static cortices read at ``other_read_layer`` (claim 6)
     plasticity: float = 3e-3       # the teacher's rate, matched by the learner
     retention: float = 0.9
@@ -62,9 +64,18 @@ class ValidationPlan:
     snr: float = 1.0
     levels: tuple = (3e-4, 1e-3, 3e-3)   # Adam moves every weight by ~lr per step: above
                                          # 3e-3 the tiny network's codebook collapses
-    lr_grid: tuple = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+    # The judged sweep runs on a cortex whose responses stay sound-driven (split-half ceiling
+    # about 0.6, against 0.2 at 3e-3, where the teacher's drift dominates what it answers);
+    # the sweep on the plan's own cortex is reported beside it.
+    sweep_plasticity: float = 3e-4
+    sweep_grid: tuple = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+    lr_grid: tuple = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)   # the reported sweep, around ``plasticity``
     read_layer: str = "layer_3"
-    other_read_layer: str = "layer_1"
+    # A second read-out whose features differ from read_layer's: in the tiny stand-in network the
+    # transformer layers' pooled activations are nearly the same linear space (z-scored linear
+    # CKA 0.98-1.00 between layer_1 ... layer_4), so only the convolutional encoder's output is a
+    # read-out the best-layer search can be asked to tell apart (the claim prints the CKAs).
+    other_read_layer: str = "cnn"
     pre_s: float = 7.0
     post_s: float = 3.0
     warmup: int = 10               # trials the encoder learns from before scoring
@@ -84,7 +95,8 @@ PLANS = {
     "quick": ValidationPlan("quick", sounds=16, duration_s=1.0, voxels=60, recording_seeds=2,
                             learner_seeds=3, unrelaxed_seeds=1, static_seeds=3, static_sounds=16,
                             static_duration_s=1.0, static_voxels=60, level_seeds=1, sweep_seeds=1,
-                            layer_seeds=1, lr_grid=(1e-3, 3e-3, 1e-2), pre_s=2.0,
+                            layer_seeds=1, sweep_grid=(1e-4, 3e-4, 1e-3), lr_grid=(1e-3, 3e-3),
+                            pre_s=2.0,
                             n_boot=500, n_perm=500),
 }
 
@@ -143,14 +155,30 @@ def experiments(plan: ValidationPlan) -> list[Experiment]:
                                                           **small), dict(VARIANTS), P, R)
             for k in range(plan.static_seeds)]
     pair = {k: VARIANTS[k] for k in ("pretrained", "continuous")}
-    out += [Experiment(f"plasticity-{level:g}/seed-{k}", CortexSettings(
+    out += [Experiment(f"{_level_group(plan, level)}/seed-{k}", CortexSettings(
         seed=k, plasticity=level, retention=R, **full), pair, level, R)
-        for level in plan.levels if level != P for k in range(plan.level_seeds)]
+        for level in plan.levels if _level_group(plan, level).startswith("plasticity-")
+        for k in range(plan.level_seeds)]
+    S = plan.sweep_plasticity
+    sweep = {"pretrained": VARIANTS["pretrained"], "continuous": {},
+             **{lr_variant(x): {"learning": {"lr": x}} for x in plan.sweep_grid if x != S}}
+    out += [Experiment(f"sweep/seed-{k}", CortexSettings(seed=k, plasticity=S, retention=R, **full),
+                       sweep, S, R) for k in range(plan.sweep_seeds)]
     other = {**full, "read_layer": plan.other_read_layer}
     out += [Experiment(f"read-{plan.other_read_layer}/seed-{k}", CortexSettings(
         seed=k, plasticity=0.0, retention=R, **other), {"pretrained": {"mode": "frozen"}}, P, R)
         for k in range(plan.layer_seeds)]
     return out
+
+
+def _level_group(plan: ValidationPlan, level: float) -> str:
+    """Where a plasticity level's cortices are: the plastic or sweep cortices when they are at
+    that level (and there are enough of them), else cortices of their own."""
+    if level == plan.plasticity and plan.recording_seeds >= plan.level_seeds:
+        return "plastic"
+    if level == plan.sweep_plasticity and plan.sweep_seeds >= plan.level_seeds:
+        return "sweep"
+    return f"plasticity-{level:g}"
 
 
 def scenario_table(exp: Experiment, plan: ValidationPlan, checkpoint) -> dict:
@@ -320,8 +348,8 @@ def _static(out, plan) -> Claim:
 def _levels(out, plan) -> Claim:
     figures, lines = {}, []
     for level in sorted(plan.levels):
-        group = "plastic" if level == plan.plasticity else f"plasticity-{level:g}"
-        c = _compare(_paths(out, group, plan.level_seeds), "continuous", "pretrained", plan)
+        c = _compare(_paths(out, _level_group(plan, level), plan.level_seeds), "continuous",
+                     "pretrained", plan)
         figures[f"{level:g}"] = c
         lines.append(f"plasticity {level:g}: continuous − pretrained {_fmt(c)}")
     gains = [c["delta"] for c in figures.values()]
@@ -332,21 +360,40 @@ def _levels(out, plan) -> Claim:
 
 
 def _sweep(out, plan) -> Claim:
-    paths = _paths(out, "plastic", plan.sweep_seeds)
-    figures, lines = {}, []
-    for lr in sorted(plan.lr_grid):
-        variant = "continuous" if lr == plan.plasticity else lr_variant(lr)
-        stats = [g for p in paths for g in best_layer_stats(p, variant)]
-        s = score(stats)
-        low, high = bootstrap_ci(stats, n_boot=plan.n_boot)
-        figures[f"{lr:g}"] = {"score": s, "ci95": [low, high]}
-        lines.append(f"learner rate {lr:g}: score {s:.3f} [{low:.3f}, {high:.3f}]")
-    best = max(figures, key=lambda k: figures[k]["score"])
-    ratio = float(best) / plan.plasticity
+    judged = _rates(_paths(out, "sweep", plan.sweep_seeds), plan.sweep_grid, plan.sweep_plasticity,
+                    plan)
+    strong = _rates(_paths(out, "plastic", plan.sweep_seeds), plan.lr_grid, plan.plasticity, plan)
+    best = max(judged, key=lambda k: judged[k]["score"])
+    ratio = float(best) / plan.sweep_plasticity
     ok = abs(math.log10(ratio)) <= math.log10(3.2)  # one half-decade step of the grid
-    lines.append(f"best rate {best} ({ratio:g}x the teacher's {plan.plasticity:g}; near: within 3.2x)")
-    return Claim("lr-sweep", "a learning-rate sweep finds its best rate near the teacher's",
-                 "pass" if ok else "fail", lines, {"rates": figures, "best": float(best)})
+    lines = [f"cortex at plasticity {plan.sweep_plasticity:g}:"]
+    lines += [f"  learner rate {k}: score {v['score']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
+              for k, v in judged.items()]
+    lines.append(f"  best rate {best} ({ratio:g}x the teacher's; near: within 3.2x)")
+    strong_best = max(strong, key=lambda k: strong[k]["score"])
+    lines.append(f"cortex at plasticity {plan.plasticity:g} (reported, not judged: the teacher's "
+                 "drift dominates its responses there):")
+    lines += [f"  learner rate {k}: score {v['score']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
+              for k, v in strong.items()]
+    lines.append(f"  best rate {strong_best} ({float(strong_best) / plan.plasticity:g}x the "
+                 "teacher's)")
+    return Claim("lr-sweep", f"a learning-rate sweep ({plan.sweep_seeds} recording(s)) finds its "
+                 "best rate near the teacher's", "pass" if ok else "fail", lines,
+                 {"rates": judged, "best": float(best), "teacher": plan.sweep_plasticity,
+                  "reported": {"rates": strong, "best": float(strong_best),
+                               "teacher": plan.plasticity}})
+
+
+def _rates(paths, grid, teacher: float, plan) -> dict:
+    """Score and interval of the continuous learner at each rate of ``grid`` (pooled over
+    ``paths``); the rate equal to the teacher's is the ``continuous`` variant itself."""
+    out = {}
+    for lr in sorted(grid):
+        variant = "continuous" if lr == teacher else lr_variant(lr)
+        stats = [g for p in paths for g in best_layer_stats(p, variant)]
+        low, high = bootstrap_ci(stats, n_boot=plan.n_boot)
+        out[f"{lr:g}"] = {"score": score(stats), "ci95": [low, high]}
+    return out
 
 
 def _best_layer(out, plan, layers: list[str]) -> Claim:
@@ -357,6 +404,11 @@ def _best_layer(out, plan, layers: list[str]) -> Claim:
              (f"pretrained on static cortices read at {plan.other_read_layer}",
               f"read-{plan.other_read_layer}", plan.layer_seeds, "pretrained", plan.other_read_layer)]
     figures, lines, ok = {}, [], True
+    frozen = next(r for r in read_runs(_paths(out, "static", 1)[0]) if r["variant"] == "pretrained")
+    similarity = layer_similarity(frozen)
+    figures["adjacent_layer_cka"] = similarity
+    lines.append("how alike adjacent layers of the pretrained network are (linear CKA of z-scored "
+                 "pooled activations): " + " ".join(f"{k} {v:.2f}" for k, v in similarity.items()))
     for label, group, n, variant, read in cases:
         profiles = [layer_scores(p, variant) for p in _paths(out, group, n)]
         profile = {k: float(np.mean([q[k] for q in profiles])) for k in profiles[0]}

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from simulator.alignment import correlation_test, trial_gain, weight_gain_alignment
+from simulator.alignment import (correlation_test, layer_similarity, linear_cka, trial_gain,
+                                 weight_gain_alignment)
 
 N, WARMUP = 60, 5
 LAYERS = ["cnn", "layer_1"]
@@ -68,3 +69,27 @@ def test_drift_alignment_follows_a_planted_drift():
     assert result["r"] > 0.8 and result["p"] < 0.01 and result["n_sounds"] == n_sounds
     unrelated = drift_alignment(run, rng.permutation(brain), n_perm=200)["layer_1"]
     assert abs(unrelated["r"]) < 0.5
+
+
+def test_linear_cka_sees_through_the_encoders_standardisation_but_not_through_new_information():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((80, 6))
+    # Rescaled, shifted and permuted features: the same space for a standardising linear encoder.
+    assert linear_cka(X, 5 * X[:, [2, 0, 1, 5, 4, 3]] - 2) == pytest.approx(1.0)
+    Y = rng.standard_normal((80, 4))
+    assert linear_cka(X, Y) == pytest.approx(linear_cka(Y, X))
+    assert linear_cka(X, Y) < 0.2
+    mixed = np.hstack([X[:, :3], Y[:, :3]])  # half shared
+    assert linear_cka(X, Y) < linear_cka(X, mixed) < 1.0
+
+
+def test_layer_similarity_compares_each_layer_with_the_next():
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((40, 8))
+    run = {"layers": ["cnn", "layer_1", "layer_2"],
+           "trials": {"pooled/cnn": rng.standard_normal((40, 8)), "pooled/layer_1": base,
+                      "pooled/layer_2": 2 * base}}
+    similarity = layer_similarity(run)
+    assert list(similarity) == ["cnn~layer_1", "layer_1~layer_2"]
+    assert similarity["layer_1~layer_2"] == pytest.approx(1.0)
+    assert similarity["cnn~layer_1"] < 0.3

@@ -129,3 +129,9 @@ def test_a_run_failing_in_its_worker_gives_one_line(tmp_path, capsys, tiny_recor
                     "--store", str(tiny_recording), "--set", f"model.checkpoint={tiny_checkpoint}",
                     "--results", str(tmp_path / "res.zarr"), "--no-progress"],
            "run", "encoder.layers names ['layer_9']")
+
+
+def test_validate_with_a_missing_checkpoint(tmp_path, capsys):
+    _fails(capsys, ["validate", "--out", str(tmp_path / "v"), "--plan", "quick", "--checkpoint",
+                    str(tmp_path / "nope")], "validate", "nope")
+    assert not (tmp_path / "v").exists()  # refused before anything was made

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.timeout(900)
 # The full plan's structure at a size CI affords: 12 one-second sounds, 40 voxels, one cortex of
 # each kind, still three learner seeds per learning variant.
 TEST_PLAN = replace(PLANS["quick"], name="test", sounds=12, voxels=40, recording_seeds=1,
-                    static_seeds=1, static_sounds=12, static_voxels=40, lr_grid=(1e-3, 3e-3),
-                    warmup=4, n_boot=200, n_perm=200)
+                    static_seeds=1, static_sounds=12, static_voxels=40, sweep_grid=(3e-4, 1e-3),
+                    lr_grid=(3e-3,), warmup=4, n_boot=200, n_perm=200)
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +79,17 @@ def test_the_figures_agree_with_the_runs_behind_them(validated):
     # The plasticity level equal to the plan's own reuses the plastic cortex's comparison.
     same = by_key["plasticity"].figures[f"{TEST_PLAN.plasticity:g}"]
     assert same["delta"] == pytest.approx(by_key["plastic"].figures["pretrained"]["pooled"]["delta"])
+    levels = [by_key["plasticity"].figures[f"{x:g}"]["delta"] for x in sorted(TEST_PLAN.levels)]
+    assert by_key["plasticity"].status == ("pass" if levels == sorted(set(levels)) else "fail")
     rates = by_key["lr-sweep"].figures["rates"]
-    assert set(rates) == {f"{x:g}" for x in TEST_PLAN.lr_grid}
+    assert set(rates) == {f"{x:g}" for x in TEST_PLAN.sweep_grid}
     best = max(rates, key=lambda k: rates[k]["score"])
     assert by_key["lr-sweep"].figures["best"] == float(best)
-    for case in by_key["best-layer"].figures.values():
+    figures = dict(by_key["best-layer"].figures)
+    similarity = figures.pop("adjacent_layer_cka")
+    assert list(similarity) == ["cnn~layer_1", "layer_1~layer_2", "layer_2~layer_3", "layer_3~layer_4"]
+    assert all(0 <= v <= 1 + 1e-9 for v in similarity.values())
+    for case in figures.values():
         profile = case["profile"]
         assert case["best"] == max(profile, key=profile.get)
         assert all(-1 <= v <= 1 for v in profile.values())
