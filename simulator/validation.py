@@ -274,7 +274,7 @@ def _fmt(c: dict) -> str:
 
 
 def _per_recording(out, plan, group: str, n: int, a: str, b: str) -> list[dict]:
-    return [_compare([out / "results" / group / f"seed-{k}.zarr"], a, b, plan) for k in range(n)]
+    return [_compare([path], a, b, plan) for path in _paths(out, group, n)]
 
 
 def _paths(out, group: str, n: int) -> list[Path]:
