@@ -93,11 +93,13 @@ def layer_scores(path, variant: str) -> dict[str, float]:
     return _layer_scores(groups, _variant_stats(groups, n_sounds))
 
 
-def best_layer_stats(path, variant: str) -> list[np.ndarray]:
-    """A variant's per-subject (n_seeds, n_sounds, 6, n_voxels) stats at its best layer."""
+def best_layer_stats(path, variant: str, layer: str | None = None) -> list[np.ndarray]:
+    """A variant's per-subject (n_seeds, n_sounds, 6, n_voxels) stats at its best layer (or at
+    ``layer``)."""
     _, by_variant, n_sounds = _load(path)
-    best = int(np.argmax(list(layer_scores(path, variant).values())))
-    return _at(_variant_stats(by_variant[variant], n_sounds), best)
+    profile = layer_scores(path, variant)
+    index = int(np.argmax(list(profile.values()))) if layer is None else list(profile).index(layer)
+    return _at(_variant_stats(by_variant[variant], n_sounds), index)
 
 
 def paired_stats(path, a: str, b: str) -> tuple[list[np.ndarray], list[np.ndarray]]:

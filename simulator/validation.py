@@ -416,10 +416,19 @@ def _best_layer(out, plan, layers: list[str]) -> Claim:
         near = abs(layers.index(best) - layers.index(read)) <= 1
         ok &= near
         each = [max(q, key=q.get) for q in profiles]
-        figures[label] = {"profile": profile, "best": best, "read": read, "per_recording": each}
+        # How far the read-out layer is behind the best one, paired over sounds: tells a search
+        # that missed from layers the encoder cannot tell apart.
+        paths = _paths(out, group, n)
+        at_best = [g for p in paths for g in best_layer_stats(p, variant, best)]
+        at_read = [g for p in paths for g in best_layer_stats(p, variant, read)]
+        delta, (low, high) = paired_bootstrap(at_best, at_read, n_boot=plan.n_boot)
+        p_value = paired_permutation_test(at_best, at_read, n_perm=plan.n_perm)
+        behind = {"delta": delta, "ci95": [low, high], "p": p_value}
+        figures[label] = {"profile": profile, "best": best, "read": read, "per_recording": each,
+                          "best_minus_read": behind}
         lines.append(f"{label}: best {best} (read-out {read}, {'adjacent or same' if near else 'FAR'}"
                      f"); profile " + " ".join(f"{k}={v:.3f}" for k, v in profile.items()))
-        lines.append(f"  per recording: {', '.join(each)}")
+        lines.append(f"  per recording: {', '.join(each)}; best − read-out {_fmt(behind)}")
     return Claim("best-layer", "the best layer is the teacher's read-out layer or adjacent to it",
                  "pass" if ok else "fail", lines, figures)
 

@@ -86,6 +86,9 @@ def test_the_figures_agree_with_the_runs_behind_them(validated):
     best = max(rates, key=lambda k: rates[k]["score"])
     assert by_key["lr-sweep"].figures["best"] == float(best)
     figures = dict(by_key["best-layer"].figures)
+    for case in figures.values():
+        if "best_minus_read" in case:  # zero where the search found the read-out itself
+            assert (case["best_minus_read"]["delta"] == 0) == (case["best"] == case["read"])
     similarity = figures.pop("adjacent_layer_cka")
     assert list(similarity) == ["cnn~layer_1", "layer_1~layer_2", "layer_2~layer_3", "layer_3~layer_4"]
     assert all(0 <= v <= 1 + 1e-9 for v in similarity.values())

@@ -8,7 +8,7 @@ def add_parser(sub):
     p.add_argument("--out", default="validation",
                    help="folder for recordings, results and the report (reused by a second call)")
     p.add_argument("--plan", default="full", choices=sorted(PLANS),
-                   help="full: the claims as stated (about 40 min on 2 cores); quick: a smoke test")
+                   help="full: the claims as stated (about an hour on 2 cores); quick: a smoke test")
     p.add_argument("--checkpoint", default=None,
                    help="pretrained checkpoint (default: pretrain one under --out)")
     p.add_argument("--jobs", type=int, default=None, help="processes in parallel (default: cores)")
