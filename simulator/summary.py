@@ -11,10 +11,12 @@ compared like for like.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+from contextlib import contextmanager
+
 import numpy as np
 
 from encoders.ceiling import CEILING_FORMULA
-
 from encoders.scores import pearson_from_stats
 from encoders.stats import (bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_test, score,
                             voxel_p_values)
@@ -60,8 +62,38 @@ def _at(stats: list[np.ndarray], layer: int) -> list[np.ndarray]:
     return [g[layer] for g in stats]
 
 
+# Stores already read inside ``reading_once()``, most recent last (None: read every time).
+_loaded: OrderedDict | None = None
+_LOADED_MAX = 8
+
+
+@contextmanager
+def reading_once():
+    """Within the block, each results store is read once (up to the last 8 used): for analyses
+    that ask many questions of stores that no run is writing to meanwhile."""
+    global _loaded
+    outer, _loaded = _loaded, OrderedDict()
+    try:
+        yield
+    finally:
+        _loaded = outer
+
+
 def _load(path) -> tuple[list[dict], dict[str, dict[str, list[dict]]], int]:
     """A results store's runs, the same grouped by variant then subject, and the sound count."""
+    key = str(path)
+    if _loaded is not None and key in _loaded:
+        _loaded.move_to_end(key)
+        return _loaded[key]
+    loaded = _read(path)
+    if _loaded is not None:
+        _loaded[key] = loaded
+        if len(_loaded) > _LOADED_MAX:
+            _loaded.popitem(last=False)
+    return loaded
+
+
+def _read(path) -> tuple[list[dict], dict[str, dict[str, list[dict]]], int]:
     runs = read_runs(path)
     if not runs:
         raise ValueError(f"{path} holds no complete run yet (run 'cortexreplay run' first)")

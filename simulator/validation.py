@@ -37,7 +37,7 @@ from .pretrain import PretrainSettings, load_checkpoint, pretrain
 from .results import read_runs
 from .run import run_scenarios
 from .scenario import resolve_scenario
-from .summary import best_layer_stats, layer_scores, paired_stats
+from .summary import best_layer_stats, layer_scores, paired_stats, reading_once
 
 
 @dataclass(frozen=True)
@@ -284,8 +284,9 @@ def _paths(out, group: str, n: int) -> list[Path]:
 def evaluate(out, plan: ValidationPlan, layers: list[str]) -> list[Claim]:
     """The six claims, from the results under ``out``."""
     out = Path(out)
-    return [_plastic(out, plan), _unrelaxed(out, plan), _static(out, plan), _levels(out, plan),
-            _sweep(out, plan), _best_layer(out, plan, layers)]
+    with reading_once():  # every store is finished: read each once, not once per question
+        return [_plastic(out, plan), _unrelaxed(out, plan), _static(out, plan), _levels(out, plan),
+                _sweep(out, plan), _best_layer(out, plan, layers)]
 
 
 def _plastic(out, plan) -> Claim:

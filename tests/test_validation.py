@@ -116,3 +116,20 @@ def test_an_unknown_read_layer_is_refused_before_anything_is_made(tmp_path, tiny
     with pytest.raises(ValueError, match=r"reads layer 'layer_9', but the checkpoint's layers are"):
         run_validation(tmp_path / "v", plan, checkpoint=tiny_checkpoint)
     assert not (tmp_path / "v").exists()
+
+
+def test_reading_once_reads_each_finished_store_once(validated, monkeypatch):
+    import simulator.summary as summary
+
+    out, _, _ = validated
+    path = out / "results" / "plastic" / "seed-0.zarr"
+    with summary.reading_once():
+        first = summary.layer_scores(path, "continuous")
+
+        def no_more_reads(path):
+            raise AssertionError(f"{path} read again")
+
+        monkeypatch.setattr(summary, "read_runs", no_more_reads)
+        assert summary.layer_scores(path, "continuous") == first  # served from what was read
+    with pytest.raises(AssertionError, match="read again"):  # outside the block: read every time
+        summary.layer_scores(path, "continuous")
