@@ -73,7 +73,7 @@ class ValidationPlan:
     read_layer: str = "layer_3"
     # A second read-out whose features differ from read_layer's: in the tiny stand-in network the
     # transformer layers' pooled activations are nearly the same linear space (z-scored linear
-    # CKA 0.98-1.00 between layer_1 ... layer_4), so only the convolutional encoder's output is a
+    # CKA 0.99-1.00 between adjacent ones), so only the convolutional encoder's output is a
     # read-out the best-layer search can be asked to tell apart (the claim prints the CKAs).
     other_read_layer: str = "cnn"
     pre_s: float = 7.0
@@ -408,8 +408,8 @@ def _best_layer(out, plan, layers: list[str]) -> Claim:
     frozen = next(r for r in read_runs(_paths(out, "static", 1)[0]) if r["variant"] == "pretrained")
     similarity = layer_similarity(frozen)
     figures["adjacent_layer_cka"] = similarity
-    lines.append("how alike adjacent layers of the pretrained network are (linear CKA of z-scored "
-                 "pooled activations): " + " ".join(f"{k} {v:.2f}" for k, v in similarity.items()))
+    lines.append("how alike adjacent layers of the pretrained network are (debiased linear CKA "
+                 "of z-scored pooled activations): " + " ".join(f"{k} {v:.2f}" for k, v in similarity.items()))
     for label, group, n, variant, read in cases:
         profiles = [layer_scores(p, variant) for p in _paths(out, group, n)]
         profile = {k: float(np.mean([q[k] for q in profiles])) for k in profiles[0]}
