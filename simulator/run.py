@@ -131,11 +131,13 @@ def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print
     """``run_scenario`` for several ``(scenario, store, results)`` at once, sharing one process
     pool (so no core idles between them) and one encoder service; return the (results, run id)
     pairs written. Every scenario and store is checked before any run starts."""
-    todo = [job for item in items for job in _pending(*item, force, log)]
+    todo, total = [], 0
+    for item in items:
+        pending, trials = _pending(*item, force, log)
+        todo += pending
+        total += trials
     if not todo:
         return []
-    total = sum(len(open_recording(store, validate=False).events(
-        spec.subject, spec.config["data"]["session"])) for spec, store, _, _ in todo)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     if encoder is not None:
         return _run_pool(todo, encoder, jobs, total, progress_bar, log)
@@ -156,9 +158,9 @@ def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print
             service.kill()
 
 
-def _pending(scenario: Scenario, store, results, force: bool, log) -> list[tuple]:
+def _pending(scenario: Scenario, store, results, force: bool, log) -> tuple[list[tuple], int]:
     """The (spec, store, results root, results path) of each run of ``scenario`` still to do,
-    after checking the store, the scenario and the runs already written."""
+    after checking the store, the scenario and the runs already written; and their trial count."""
     recording = open_recording(store)  # validates the store, once
     for cfg in scenario.variants.values():
         cfg["data"]["store"] = str(store)  # the store actually replayed, stored with each run
@@ -184,7 +186,9 @@ def _pending(scenario: Scenario, store, results, force: bool, log) -> list[tuple
             log(f"run: {spec.run_id} already complete, skipped")
             continue
         todo.append((spec, str(store), root, str(results)))
-    return todo
+    trials = sum(len(recording.events(spec.subject, spec.config["data"]["session"]))
+                 for spec, *_ in todo)
+    return todo, trials
 
 
 def _write_brain_measures(root, recording, store: str, specs, log) -> None:

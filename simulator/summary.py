@@ -116,22 +116,27 @@ def _layer_scores(groups: dict[str, list[dict]], stats: list[np.ndarray]) -> dic
     return {layer: score(_at(stats, i)) for i, layer in enumerate(layers)}
 
 
-def layer_scores(path, variant: str) -> dict[str, float]:
-    """A variant's score at every layer (its layer profile), as in the summary's table."""
+def _variant_profile(path, variant: str) -> tuple[list[np.ndarray], dict[str, float]]:
+    """A variant's per-subject stats at every layer, and its score at every layer."""
     _, by_variant, n_sounds = _load(path)
     if variant not in by_variant:
         raise ValueError(f"{path} has no run of variant {variant!r} (it has {', '.join(by_variant)})")
     groups = by_variant[variant]
-    return _layer_scores(groups, _variant_stats(groups, n_sounds))
+    stats = _variant_stats(groups, n_sounds)
+    return stats, _layer_scores(groups, stats)
+
+
+def layer_scores(path, variant: str) -> dict[str, float]:
+    """A variant's score at every layer (its layer profile), as in the summary's table."""
+    return _variant_profile(path, variant)[1]
 
 
 def best_layer_stats(path, variant: str, layer: str | None = None) -> list[np.ndarray]:
     """A variant's per-subject (n_seeds, n_sounds, 6, n_voxels) stats at its best layer (or at
     ``layer``)."""
-    _, by_variant, n_sounds = _load(path)
-    profile = layer_scores(path, variant)
+    stats, profile = _variant_profile(path, variant)
     index = int(np.argmax(list(profile.values()))) if layer is None else list(profile).index(layer)
-    return _at(_variant_stats(by_variant[variant], n_sounds), index)
+    return _at(stats, index)
 
 
 def paired_stats(path, a: str, b: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
