@@ -258,11 +258,17 @@ def _paired(a, b, groups_a, groups_b, best, n_sounds):
 
 def _compare(a, b, groups_a, groups_b, best, n_sounds, n_boot, n_perm, seed) -> dict:
     sa, sb, subjects = _paired(a, b, groups_a, groups_b, best, n_sounds)
-    delta, (low, high) = paired_bootstrap(sa, sb, n_boot=n_boot, seed=seed)
-    p = paired_permutation_test(sa, sb, n_perm=n_perm, seed=seed)
-    scored = np.logical_or.reduce([g[0, :, 0, 0] > 0 for g in sa])
-    return {"a": a, "b": b, "delta": delta, "ci95": [low, high], "p": p,
-            "subjects": subjects, "n_sounds": int(scored.sum())}
+    return {"a": a, "b": b, **paired_comparison(sa, sb, n_boot, n_perm, seed), "subjects": subjects}
+
+
+def paired_comparison(stats_a, stats_b, n_boot: int = 1000, n_perm: int = 1000,
+                      seed: int = 0) -> dict:
+    """``score(a) − score(b)`` of paired per-sound stats (as ``paired_stats`` gives them): the
+    difference, its paired bootstrap interval, the sign-flip p-value and the sounds scored."""
+    delta, (low, high) = paired_bootstrap(stats_a, stats_b, n_boot=n_boot, seed=seed)
+    p = paired_permutation_test(stats_a, stats_b, n_perm=n_perm, seed=seed)
+    scored = np.logical_or.reduce([g[0, :, 0, 0] > 0 for g in stats_a])
+    return {"delta": delta, "ci95": [low, high], "p": p, "n_sounds": int(scored.sum())}
 
 
 def _pair_seeds(runs_a: list[dict], runs_b: list[dict], a: str, b: str, subject: str):

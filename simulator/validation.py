@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test, score
+from encoders.stats import bootstrap_ci, score
 from replay.store import open_recording
 
 from .cortex import CortexSettings, synthesize
@@ -37,7 +37,8 @@ from .pretrain import PretrainSettings, load_checkpoint, pretrain
 from .results import read_runs
 from .run import run_scenarios
 from .scenario import resolve_scenario
-from .summary import best_layer_stats, layer_scores, paired_stats, reading_once
+from .summary import (best_layer_stats, layer_scores, paired_comparison, paired_stats,
+                      reading_once)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def experiments(plan: ValidationPlan) -> list[Experiment]:
     for k in range(plan.recording_seeds):
         variants = dict(VARIANTS)
         if k < plan.sweep_seeds:
-            variants.update({lr_variant(x): {"learning": {"lr": x}} for x in plan.lr_grid if x != P})
+            variants.update(_rate_variants(plan.lr_grid, P))
         out.append(Experiment(f"plastic/seed-{k}", CortexSettings(seed=k, plasticity=P, retention=R,
                                                                   **full), variants, P, R))
     out += [Experiment(f"unrelaxed/seed-{k}", CortexSettings(seed=k, plasticity=P, retention=1.0,
@@ -161,7 +162,7 @@ def experiments(plan: ValidationPlan) -> list[Experiment]:
         for k in range(plan.level_seeds)]
     S = plan.sweep_plasticity
     sweep = {"pretrained": VARIANTS["pretrained"], "continuous": {},
-             **{lr_variant(x): {"learning": {"lr": x}} for x in plan.sweep_grid if x != S}}
+             **_rate_variants(plan.sweep_grid, S)}
     out += [Experiment(f"sweep/seed-{k}", CortexSettings(seed=k, plasticity=S, retention=R, **full),
                        sweep, S, R) for k in range(plan.sweep_seeds)]
     other = {**full, "read_layer": plan.other_read_layer}
@@ -169,6 +170,11 @@ def experiments(plan: ValidationPlan) -> list[Experiment]:
         seed=k, plasticity=0.0, retention=R, **other), {"pretrained": {"mode": "frozen"}}, P, R)
         for k in range(plan.layer_seeds)]
     return out
+
+
+def _rate_variants(grid, teacher: float) -> dict:
+    """A sweep's variants: one per rate, but the teacher's (that rate is ``continuous``)."""
+    return {lr_variant(x): {"learning": {"lr": x}} for x in grid if x != teacher}
 
 
 def _level_group(plan: ValidationPlan, level: float) -> str:
@@ -241,10 +247,9 @@ def _synthesize_all(out: Path, exps, checkpoint, jobs, log) -> None:
         return
     log(f"validate: synthesizing {len(todo)} recording(s)")
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(jobs) as pool:
-        for path, _ in todo:
-            path.parent.mkdir(parents=True, exist_ok=True)
+    for path, _ in todo:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         pool.starmap(_synthesize_one, [(str(p), str(checkpoint), c) for p, c in todo])
 
 
@@ -262,11 +267,13 @@ def _compare(paths, a: str, b: str, plan: ValidationPlan) -> dict:
         pa, pb = paired_stats(p, a, b)
         sa += pa
         sb += pb
-    delta, (low, high) = paired_bootstrap(sa, sb, n_boot=plan.n_boot)
-    p = paired_permutation_test(sa, sb, n_perm=plan.n_perm)
-    n_sounds = int(np.logical_or.reduce([g[0, :, 0, 0] > 0 for g in sa]).sum())
-    return {"delta": delta, "ci95": [low, high], "p": p, "n_sounds": n_sounds,
-            "significant_above": bool(delta > 0 and p < plan.alpha)}
+    return _judged(paired_comparison(sa, sb, plan.n_boot, plan.n_perm), plan)
+
+
+def _judged(comparison: dict, plan: ValidationPlan) -> dict:
+    """A comparison with whether ``a`` is significantly above ``b`` at the plan's alpha."""
+    above = comparison["delta"] > 0 and comparison["p"] < plan.alpha
+    return {**comparison, "significant_above": bool(above)}
 
 
 def _fmt(c: dict) -> str:
@@ -367,15 +374,12 @@ def _sweep(out, plan) -> Claim:
     best = max(judged, key=lambda k: judged[k]["score"])
     ratio = float(best) / plan.sweep_plasticity
     ok = abs(math.log10(ratio)) <= math.log10(3.2)  # one half-decade step of the grid
-    lines = [f"cortex at plasticity {plan.sweep_plasticity:g}:"]
-    lines += [f"  learner rate {k}: score {v['score']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
-              for k, v in judged.items()]
+    lines = [f"cortex at plasticity {plan.sweep_plasticity:g}:", *_rate_lines(judged)]
     lines.append(f"  best rate {best} ({ratio:g}x the teacher's; near: within 3.2x)")
     strong_best = max(strong, key=lambda k: strong[k]["score"])
     lines.append(f"cortex at plasticity {plan.plasticity:g} (reported, not judged: the teacher's "
                  "drift dominates its responses there):")
-    lines += [f"  learner rate {k}: score {v['score']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
-              for k, v in strong.items()]
+    lines += _rate_lines(strong)
     lines.append(f"  best rate {strong_best} ({float(strong_best) / plan.plasticity:g}x the "
                  "teacher's)")
     return Claim("lr-sweep", f"a learning-rate sweep ({plan.sweep_seeds} recording(s)) finds its "
@@ -383,6 +387,11 @@ def _sweep(out, plan) -> Claim:
                  {"rates": judged, "best": float(best), "teacher": plan.sweep_plasticity,
                   "reported": {"rates": strong, "best": float(strong_best),
                                "teacher": plan.plasticity}})
+
+
+def _rate_lines(rates: dict) -> list[str]:
+    return [f"  learner rate {k}: score {v['score']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
+            for k, v in rates.items()]
 
 
 def _rates(paths, grid, teacher: float, plan) -> dict:
@@ -411,7 +420,8 @@ def _best_layer(out, plan, layers: list[str]) -> Claim:
     lines.append("how alike adjacent layers of the pretrained network are (debiased linear CKA "
                  "of z-scored pooled activations): " + " ".join(f"{k} {v:.2f}" for k, v in similarity.items()))
     for label, group, n, variant, read in cases:
-        profiles = [layer_scores(p, variant) for p in _paths(out, group, n)]
+        paths = _paths(out, group, n)
+        profiles = [layer_scores(p, variant) for p in paths]
         profile = {k: float(np.mean([q[k] for q in profiles])) for k in profiles[0]}
         best = max(profile, key=profile.get)
         near = abs(layers.index(best) - layers.index(read)) <= 1
@@ -419,12 +429,9 @@ def _best_layer(out, plan, layers: list[str]) -> Claim:
         each = [max(q, key=q.get) for q in profiles]
         # How far the read-out layer is behind the best one, paired over sounds: tells a search
         # that missed from layers the encoder cannot tell apart.
-        paths = _paths(out, group, n)
         at_best = [g for p in paths for g in best_layer_stats(p, variant, best)]
         at_read = [g for p in paths for g in best_layer_stats(p, variant, read)]
-        delta, (low, high) = paired_bootstrap(at_best, at_read, n_boot=plan.n_boot)
-        p_value = paired_permutation_test(at_best, at_read, n_perm=plan.n_perm)
-        behind = {"delta": delta, "ci95": [low, high], "p": p_value}
+        behind = _judged(paired_comparison(at_best, at_read, plan.n_boot, plan.n_perm), plan)
         figures[label] = {"profile": profile, "best": best, "read": read, "per_recording": each,
                           "best_minus_read": behind}
         lines.append(f"{label}: best {best} (read-out {read}, {'adjacent or same' if near else 'FAR'}"
