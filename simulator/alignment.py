@@ -154,5 +154,14 @@ def layer_similarity(run: dict) -> dict[str, float]:
     """Linear CKA between each pair of adjacent layers of a run, on its per-trial pooled
     activations: how far apart the feature spaces the best-layer search chooses among are."""
     layers = run["layers"]
-    return {f"{a}~{b}": linear_cka(run["trials"][f"pooled/{a}"], run["trials"][f"pooled/{b}"])
-            for a, b in zip(layers, layers[1:])}
+    return {f"{a}~{b}": _pooled_cka(run, a, b) for a, b in zip(layers, layers[1:])}
+
+
+def similarity_to(run: dict, layer: str) -> dict[str, float]:
+    """Linear CKA of every layer of a run with ``layer`` (1 for itself), on its per-trial pooled
+    activations: which layers a linear encoder could not tell from ``layer``."""
+    return {name: _pooled_cka(run, name, layer) for name in run["layers"]}
+
+
+def _pooled_cka(run: dict, a: str, b: str) -> float:
+    return linear_cka(run["trials"][f"pooled/{a}"], run["trials"][f"pooled/{b}"])

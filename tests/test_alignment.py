@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from simulator.alignment import (correlation_test, layer_similarity, linear_cka, trial_gain,
-                                 weight_gain_alignment)
+from simulator.alignment import (correlation_test, layer_similarity, linear_cka, similarity_to,
+                                 trial_gain, weight_gain_alignment)
 
 N, WARMUP = 60, 5
 LAYERS = ["cnn", "layer_1"]
@@ -93,3 +93,15 @@ def test_layer_similarity_compares_each_layer_with_the_next():
     assert list(similarity) == ["cnn~layer_1", "layer_1~layer_2"]
     assert similarity["layer_1~layer_2"] == pytest.approx(1.0)
     assert similarity["cnn~layer_1"] < 0.3
+
+
+def test_similarity_to_a_layer_names_the_layers_in_its_linear_space():
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((40, 8))
+    run = {"layers": ["cnn", "layer_1", "layer_2"],
+           "trials": {"pooled/cnn": rng.standard_normal((40, 8)), "pooled/layer_1": base,
+                      "pooled/layer_2": base @ rng.standard_normal((8, 8)) - 3}}
+    similarity = similarity_to(run, "layer_2")
+    assert list(similarity) == run["layers"]
+    assert similarity["layer_2"] == pytest.approx(1.0)
+    assert similarity["layer_1"] > 0.5 > similarity["cnn"]  # a mixed copy, then an unrelated space

@@ -96,6 +96,13 @@ def test_the_figures_agree_with_the_runs_behind_them(validated):
         profile = case["profile"]
         assert case["best"] == max(profile, key=profile.get)
         assert all(-1 <= v <= 1 for v in profile.values())
+        assert list(case["cka_to_read"]) == list(profile)
+        assert case["cka_to_read"][case["read"]] == pytest.approx(1.0)
+    verdicts = [case["verdict"] for case in figures.values()]
+    assert set(verdicts) <= {"same", "adjacent", "equivalent", "far"}
+    judged = "far" not in verdicts and any(
+        min(case["cka_to_read"].values()) < TEST_PLAN.equivalent_cka for case in figures.values())
+    assert by_key["best-layer"].status == ("pass" if judged else "fail")
     for rate in rates.values():
         assert rate["ci95"][0] <= rate["score"] <= rate["ci95"][1]
 
