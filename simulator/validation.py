@@ -11,7 +11,9 @@ modes under test, and six claims are checked (docs/validation.md says what each 
    pretrained (or above shuffled)" stays at or below twice the test's alpha;
 4. ``plasticity``: the gain of continuous over pretrained grows with the planted plasticity;
 5. ``lr-sweep``: a sweep of the learner's rate finds its best rate near the teacher's;
-6. ``best-layer``: the best layer is the teacher's read-out layer or one next to it.
+6. ``best-layer``: the best layer is the teacher's read-out layer or one next to it (or one in its
+   linear space, which no linear encoder can tell from it), on the default network, whose
+   transformer layers are one linear space, and on a network whose layers differ.
 
 Every comparison is paired over sounds and averages over the plan's learner seeds. Recordings,
 results and the report live under one folder; a second call reuses what is already there.
@@ -81,6 +83,12 @@ class ValidationPlan:
     # count as its linear space in claim 6 (adjacent transformer layers of the tiny network reach
     # 0.98-1.00, the convolutional encoder against the first block 0.65-0.83).
     equivalent_cka: float = 0.95
+    # Claim 6 is also judged on a network whose transformer layers differ (simulator.model.SIZES):
+    # plastic cortices read at read_layer, static ones read at read_layer and at wide_other_read_layer.
+    wide_size: str = "tiny-wide-init"
+    wide_plastic_seeds: int = 3
+    wide_static_seeds: int = 5
+    wide_other_read_layer: str = "layer_1"
     pre_s: float = 7.0
     post_s: float = 3.0
     warmup: int = 10               # trials the encoder learns from before scoring
@@ -101,7 +109,7 @@ PLANS = {
                             learner_seeds=3, unrelaxed_seeds=1, static_seeds=3, static_sounds=16,
                             static_duration_s=1.0, static_voxels=60, level_seeds=1, sweep_seeds=1,
                             layer_seeds=1, sweep_grid=(1e-4, 3e-4, 1e-3), lr_grid=(1e-3, 3e-3),
-                            pre_s=2.0,
+                            pre_s=2.0, wide_plastic_seeds=1, wide_static_seeds=1,
                             n_boot=500, n_perm=500),
 }
 
@@ -118,6 +126,7 @@ class Experiment:
     variants: dict
     lr: float
     retention: float
+    network: str = "default"       # "default" (the checkpoint given) or "wide" (plan.wide_size)
 
 
 @dataclass
@@ -170,10 +179,22 @@ def experiments(plan: ValidationPlan) -> list[Experiment]:
     out += [Experiment(f"sweep/seed-{k}", CortexSettings(seed=k, plasticity=S, retention=R, **full),
                        sweep, S, R) for k in range(plan.sweep_seeds)]
     other = {**full, "read_layer": plan.other_read_layer}
+    frozen = {"pretrained": VARIANTS["pretrained"]}
     out += [Experiment(f"read-{plan.other_read_layer}/seed-{k}", CortexSettings(
-        seed=k, plasticity=0.0, retention=R, **other), {"pretrained": {"mode": "frozen"}}, P, R)
+        seed=k, plasticity=0.0, retention=R, **other), frozen, P, R)
         for k in range(plan.layer_seeds)]
+    out += [Experiment(f"wide/plastic/seed-{k}", CortexSettings(seed=k, plasticity=P, retention=R,
+                                                                **full), pair, P, R, "wide")
+            for k in range(plan.wide_plastic_seeds)]
+    for read in (plan.read_layer, plan.wide_other_read_layer):
+        out += [Experiment(f"{_wide_static_group(plan, read)}/seed-{k}", CortexSettings(
+            seed=k, plasticity=0.0, retention=R, **{**small, "read_layer": read}), frozen, P, R,
+            "wide") for k in range(plan.wide_static_seeds)]
     return out
+
+
+def _wide_static_group(plan: ValidationPlan, read: str) -> str:
+    return "wide/static" if read == plan.read_layer else f"wide/read-{read}"
 
 
 def _rate_variants(grid, teacher: float) -> dict:
@@ -203,25 +224,36 @@ def scenario_table(exp: Experiment, plan: ValidationPlan, checkpoint) -> dict:
 
 
 def run_validation(out, plan: ValidationPlan = PLANS["full"], checkpoint=None, jobs=None,
-                   log=print, progress_bar: bool = False) -> list[Claim]:
+                   log=print, progress_bar: bool = False, wide_checkpoint=None) -> list[Claim]:
     """Make (or reuse) every recording and run of ``plan`` under ``out``; return the claims,
-    also written to ``out/validation.json`` and ``out/validation.txt``."""
+    also written to ``out/validation.json`` and ``out/validation.txt``.
+
+    ``checkpoint`` (default: pretrained under ``out`` as ``make demo`` does) serves every cortex
+    but the ``wide/`` ones, which use ``wide_checkpoint`` (default: ``plan.wide_size``
+    pretrained under ``out``)."""
     out = Path(out)
-    if checkpoint is None:
-        checkpoint = pretrain(out / "checkpoint", PretrainSettings(), log=log)
-    names = layer_names(load_checkpoint(checkpoint)[0])
-    for layer in (plan.read_layer, plan.other_read_layer):
-        if layer not in names:
-            raise ValueError(f"validation plan reads layer {layer!r}, but the checkpoint's layers "
-                             f"are {names}")
+    checkpoints = {"default": checkpoint, "wide": wide_checkpoint}
+    for network, folder, size in (("default", "checkpoint", "tiny"),
+                                  ("wide", "checkpoint-wide-init", plan.wide_size)):
+        if checkpoints[network] is None:
+            checkpoints[network] = pretrain(out / folder, PretrainSettings(size=size), log=log)
+    reads = {"default": ("checkpoint", (plan.read_layer, plan.other_read_layer)),
+             "wide": ("wide-init checkpoint", (plan.read_layer, plan.wide_other_read_layer))}
+    for network, (which, layers) in reads.items():
+        names = layer_names(load_checkpoint(checkpoints[network])[0])
+        for layer in layers:
+            if layer not in names:
+                raise ValueError(f"validation plan reads layer {layer!r}, but the {which}'s "
+                                 f"layers are {names}")
     exps = experiments(plan)
-    _synthesize_all(out, exps, checkpoint, jobs, log)
-    items = [(resolve_scenario(scenario_table(e, plan, checkpoint), e.name, f"validation {e.name}"),
+    _synthesize_all(out, exps, checkpoints, jobs, log)
+    items = [(resolve_scenario(scenario_table(e, plan, checkpoints[e.network]), e.name,
+                               f"validation {e.name}"),
               str(_recording(out, e)), str(_results(out, e))) for e in exps]
     run_scenarios(items, jobs=jobs, log=log, progress_bar=progress_bar)
-    claims = evaluate(out, plan, names)
-    report = {"plan": asdict(plan), "checkpoint": str(checkpoint),
-              "claims": [asdict(c) for c in claims]}
+    claims = evaluate(out, plan)
+    report = {"plan": asdict(plan), "checkpoint": str(checkpoints["default"]),
+              "wide_checkpoint": str(checkpoints["wide"]), "claims": [asdict(c) for c in claims]}
     (out / "validation.json").write_text(json.dumps(report, indent=2))
     (out / "validation.txt").write_text(format_claims(claims) + "\n")
     return claims
@@ -235,7 +267,7 @@ def _results(out: Path, exp: Experiment) -> Path:
     return out / "results" / f"{exp.name}.zarr"
 
 
-def _synthesize_all(out: Path, exps, checkpoint, jobs, log) -> None:
+def _synthesize_all(out: Path, exps, checkpoints: dict, jobs, log) -> None:
     """Synthesize the recordings not already there with the same settings, in parallel."""
     todo = []
     for e in exps:
@@ -244,17 +276,17 @@ def _synthesize_all(out: Path, exps, checkpoint, jobs, log) -> None:
             made = open_recording(path).attrs.get("synthetic", {})
         except (ValueError, FileNotFoundError):
             made = {}
-        wanted = {**asdict(e.cortex), "checkpoint": str(checkpoint)}
+        wanted = {**asdict(e.cortex), "checkpoint": str(checkpoints[e.network])}
         if {k: made.get(k) for k in wanted} != wanted:
-            todo.append((path, e.cortex))
+            todo.append((path, checkpoints[e.network], e.cortex))
     if not todo:
         return
     log(f"validate: synthesizing {len(todo)} recording(s)")
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    for path, _ in todo:
+    for path, _, _ in todo:
         path.parent.mkdir(parents=True, exist_ok=True)
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        pool.starmap(_synthesize_one, [(str(p), str(checkpoint), c) for p, c in todo])
+        pool.starmap(_synthesize_one, [(str(p), str(ck), c) for p, ck, c in todo])
 
 
 def _synthesize_one(path: str, checkpoint: str, cortex: CortexSettings) -> None:
@@ -292,12 +324,12 @@ def _paths(out, group: str, n: int) -> list[Path]:
     return [out / "results" / group / f"seed-{k}.zarr" for k in range(n)]
 
 
-def evaluate(out, plan: ValidationPlan, layers: list[str]) -> list[Claim]:
+def evaluate(out, plan: ValidationPlan) -> list[Claim]:
     """The six claims, from the results under ``out``."""
     out = Path(out)
     with reading_once():  # every store is finished: read each once, not once per question
         return [_plastic(out, plan), _unrelaxed(out, plan), _static(out, plan), _levels(out, plan),
-                _sweep(out, plan), _best_layer(out, plan, layers)]
+                _sweep(out, plan), _best_layer(out, plan)]
 
 
 def _plastic(out, plan) -> Claim:
@@ -438,19 +470,29 @@ def layer_verdict(best: str, read: str, layers: list[str], cka_to_read: dict[str
     return "far"
 
 
-def _best_layer(out, plan, layers: list[str]) -> Claim:
+def _best_layer(out, plan) -> Claim:
+    wide = f"{plan.wide_size} network"
     cases = [("continuous on the plastic cortices", "plastic", plan.recording_seeds, "continuous",
               plan.read_layer),
              ("pretrained on the static cortices", "static", plan.static_seeds, "pretrained",
               plan.read_layer),
              (f"pretrained on static cortices read at {plan.other_read_layer}",
-              f"read-{plan.other_read_layer}", plan.layer_seeds, "pretrained", plan.other_read_layer)]
+              f"read-{plan.other_read_layer}", plan.layer_seeds, "pretrained", plan.other_read_layer),
+             (f"{wide}: continuous on plastic cortices", "wide/plastic", plan.wide_plastic_seeds,
+              "continuous", plan.read_layer),
+             (f"{wide}: pretrained on static cortices", _wide_static_group(plan, plan.read_layer),
+              plan.wide_static_seeds, "pretrained", plan.read_layer),
+             (f"{wide}: pretrained on static cortices read at {plan.wide_other_read_layer}",
+              _wide_static_group(plan, plan.wide_other_read_layer), plan.wide_static_seeds,
+              "pretrained", plan.wide_other_read_layer)]
     figures, lines = {}, []
-    frozen = next(r for r in read_runs(_paths(out, "static", 1)[0]) if r["variant"] == "pretrained")
-    similarity = layer_similarity(frozen)
-    figures["adjacent_layer_cka"] = similarity
-    lines.append("how alike adjacent layers of the pretrained network are (debiased linear CKA "
-                 "of z-scored pooled activations): " + " ".join(f"{k} {v:.2f}" for k, v in similarity.items()))
+    for network, group in (("default", "static"), (plan.wide_size, "wide/static")):
+        frozen = next(r for r in read_runs(_paths(out, group, 1)[0]) if r["variant"] == "pretrained")
+        similarity = layer_similarity(frozen)
+        figures[f"adjacent_layer_cka/{network}"] = similarity
+        lines.append(f"how alike adjacent layers of the pretrained {network} network are (debiased "
+                     "linear CKA of z-scored pooled activations): "
+                     + " ".join(f"{k} {v:.2f}" for k, v in similarity.items()))
     verdicts, identifiable = [], []
     for label, group, n, variant, read in cases:
         paths = _paths(out, group, n)
@@ -467,7 +509,7 @@ def _best_layer(out, plan, layers: list[str]) -> Claim:
         runs = [r for p in paths for r in read_runs(p) if r["variant"] == variant]
         similar = [similarity_to(r, read) for r in runs]
         cka = {k: float(np.mean([q[k] for q in similar])) for k in similar[0]}
-        verdict = layer_verdict(best, read, layers, cka, behind["significant_above"],
+        verdict = layer_verdict(best, read, runs[0]["layers"], cka, behind["significant_above"],
                                 plan.equivalent_cka)
         verdicts.append(verdict)
         identifiable.append(min(cka.values()) < plan.equivalent_cka)
@@ -481,7 +523,7 @@ def _best_layer(out, plan, layers: list[str]) -> Claim:
     ok = "far" not in verdicts and any(identifiable)
     if not any(identifiable):
         lines.append(f"no read-out differs from any layer (CKA < {plan.equivalent_cka}): the "
-                     "search cannot be judged with this network")
+                     "search cannot be judged with these networks")
     return Claim("best-layer", "the best layer is the teacher's read-out layer or adjacent to it "
                  "(or in its linear space, where no linear encoder can tell them apart)",
                  "pass" if ok else "fail", lines, figures)

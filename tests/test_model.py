@@ -22,6 +22,34 @@ def test_base_size_is_transformers_default():
     assert SIZES["base"] == {}
 
 
+def test_wide_init_is_tiny_with_wider_linear_weights():
+    tiny, wide = build_model("tiny", seed=0), build_model("tiny-wide-init", seed=0)
+    assert sum(p.numel() for p in tiny.parameters()) == sum(p.numel() for p in wide.parameters())
+    w_tiny = tiny.wav2vec2.encoder.layers[0].feed_forward.intermediate_dense.weight
+    w_wide = wide.wav2vec2.encoder.layers[0].feed_forward.intermediate_dense.weight
+    assert float(w_tiny.std()) == pytest.approx(0.02, rel=0.05)
+    assert float(w_wide.std()) == pytest.approx(0.3, rel=0.05)
+
+
+@torch.no_grad()
+def test_wide_init_layers_are_not_one_linear_space():
+    from simulator.sounds import make_sound_set
+
+    # Frame by frame, the part of layer_3 that no linear map of layer_1 explains, over more frames
+    # (8 s of synthetic sounds: 399) than features (128).
+    wave = normalize_wave(make_sound_set(4, 2.0, seed=0).audio.ravel())
+
+    def unexplained(size):
+        hidden = build_model(size, seed=0).eval().wav2vec2(wave, output_hidden_states=True).hidden_states
+        x, y = (h[0] - h[0].mean(0) for h in (hidden[1], hidden[3]))
+        residual = y - x @ torch.linalg.lstsq(x, y).solution
+        return float(residual.pow(2).sum() / y.pow(2).sum())
+
+    tiny, wide = unexplained("tiny"), unexplained("tiny-wide-init")
+    assert tiny < 1e-3          # one linear space: the residual stream barely changes
+    assert wide > 20 * tiny     # measured: 2e-4 against 4e-2
+
+
 def test_build_model_seeded_and_leaves_global_stream_alone():
     torch.manual_seed(123)
     state = torch.get_rng_state()
@@ -34,7 +62,8 @@ def test_build_model_seeded_and_leaves_global_stream_alone():
 
 def test_bad_size_message():
     with pytest.raises(ModelError, match=r"^Invalid value for the 'size' parameter\. Allowed values are "
-                                         r"'tiny', 'small' and 'base', but got 'huge' instead\.$"):
+                                         r"'tiny', 'tiny-wide-init', 'small' and 'base', but got 'huge' "
+                                         r"instead\.$"):
         build_model("huge")
     assert issubclass(ModelError, ValueError)
 
