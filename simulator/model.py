@@ -40,11 +40,13 @@ _TINY = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, interm
 SIZES = {
     # ~1.2 M parameters: the demo and the tests.
     "tiny": _TINY,
-    # "tiny" whose linear weights start 15x wider than transformers' 0.02. Minutes of pretraining
-    # leave tiny's blocks in their near-linear range (layer_3 is a linear map of layer_1 frame by
-    # frame, R^2 0.999), so its transformer layers are one linear space, unlike a trained wav2vec
-    # 2.0's; wide weights put attention and GELU in their nonlinear range from the start, so each
-    # layer carries information the one before does not (docs/validation.md, claim 6).
+    # "tiny" with transformer layers that are not one linear space. Minutes of pretraining leave
+    # tiny's blocks near-linear and its residual stream barely changing (frame by frame, layer_3
+    # is a linear map of layer_1 with R^2 0.9998), unlike a trained wav2vec 2.0's layers. Here
+    # linear weights start 15x wider than transformers' 0.02, so attention and GELU work in their
+    # nonlinear range and each block adds what the layer before does not carry (docs/validation.md,
+    # claim 6). Post-norm (as wav2vec 2.0 BASE) would separate the layers further, but its
+    # codebook collapses within 150 pretraining steps at this width.
     "tiny-wide-init": {**_TINY, "initializer_range": 0.3},
     "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536,
                   conv_dim=(256,) * 7, codevector_dim=256, proj_codevector_dim=128,

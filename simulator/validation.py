@@ -24,6 +24,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -183,18 +184,21 @@ def experiments(plan: ValidationPlan) -> list[Experiment]:
     out += [Experiment(f"read-{plan.other_read_layer}/seed-{k}", CortexSettings(
         seed=k, plasticity=0.0, retention=R, **other), frozen, P, R)
         for k in range(plan.layer_seeds)]
-    out += [Experiment(f"wide/plastic/seed-{k}", CortexSettings(seed=k, plasticity=P, retention=R,
+    out += [Experiment(f"{plan.wide_size}/plastic/seed-{k}", CortexSettings(seed=k, plasticity=P, retention=R,
                                                                 **full), pair, P, R, "wide")
             for k in range(plan.wide_plastic_seeds)]
     for read in (plan.read_layer, plan.wide_other_read_layer):
+        # At the plastic cortices' size, not the static ones': layers this alike need the sounds.
         out += [Experiment(f"{_wide_static_group(plan, read)}/seed-{k}", CortexSettings(
-            seed=k, plasticity=0.0, retention=R, **{**small, "read_layer": read}), frozen, P, R,
+            seed=k, plasticity=0.0, retention=R, **{**full, "read_layer": read}), frozen, P, R,
             "wide") for k in range(plan.wide_static_seeds)]
     return out
 
 
 def _wide_static_group(plan: ValidationPlan, read: str) -> str:
-    return "wide/static" if read == plan.read_layer else f"wide/read-{read}"
+    """Where the second network's static cortices read at ``read`` are (named by its size, so a
+    plan with another network never reuses them)."""
+    return f"{plan.wide_size}/" + ("static" if read == plan.read_layer else f"read-{read}")
 
 
 def _rate_variants(grid, teacher: float) -> dict:
@@ -229,16 +233,16 @@ def run_validation(out, plan: ValidationPlan = PLANS["full"], checkpoint=None, j
     also written to ``out/validation.json`` and ``out/validation.txt``.
 
     ``checkpoint`` (default: pretrained under ``out`` as ``make demo`` does) serves every cortex
-    but the ``wide/`` ones, which use ``wide_checkpoint`` (default: ``plan.wide_size``
+    but claim 6's second network's, which use ``wide_checkpoint`` (default: ``plan.wide_size``
     pretrained under ``out``)."""
     out = Path(out)
     checkpoints = {"default": checkpoint, "wide": wide_checkpoint}
     for network, folder, size in (("default", "checkpoint", "tiny"),
-                                  ("wide", "checkpoint-wide-init", plan.wide_size)):
+                                  ("wide", f"checkpoint-{plan.wide_size}", plan.wide_size)):
         if checkpoints[network] is None:
             checkpoints[network] = pretrain(out / folder, PretrainSettings(size=size), log=log)
     reads = {"default": ("checkpoint", (plan.read_layer, plan.other_read_layer)),
-             "wide": ("wide-init checkpoint", (plan.read_layer, plan.wide_other_read_layer))}
+             "wide": (f"{plan.wide_size} checkpoint", (plan.read_layer, plan.wide_other_read_layer))}
     for network, (which, layers) in reads.items():
         names = layer_names(load_checkpoint(checkpoints[network])[0])
         for layer in layers:
@@ -285,6 +289,8 @@ def _synthesize_all(out: Path, exps, checkpoints: dict, jobs, log) -> None:
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     for path, _, _ in todo:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Runs replayed from the recording being replaced would be reused as if still valid.
+        shutil.rmtree(out / "results" / path.relative_to(out / "recordings"), ignore_errors=True)
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         pool.starmap(_synthesize_one, [(str(p), str(ck), c) for p, ck, c in todo])
 
@@ -470,6 +476,27 @@ def layer_verdict(best: str, read: str, layers: list[str], cka_to_read: dict[str
     return "far"
 
 
+def _layer_case(paths, variant: str, read: str, plan) -> dict:
+    """The best-layer search of ``variant`` over the stores in ``paths``, against ``read``."""
+    profiles = [layer_scores(p, variant) for p in paths]
+    profile = {k: float(np.mean([q[k] for q in profiles])) for k in profiles[0]}
+    best = max(profile, key=profile.get)
+    # How far the read-out layer is behind the best one, paired over sounds: tells a search that
+    # missed from layers the encoder cannot tell apart.
+    at_best = [g for p in paths for g in best_layer_stats(p, variant, best)]
+    at_read = [g for p in paths for g in best_layer_stats(p, variant, read)]
+    behind = _judged(paired_comparison(at_best, at_read, plan.n_boot, plan.n_perm), plan)
+    # Which layers share the read-out's linear space, in the runs judged (mean over them).
+    runs = [r for p in paths for r in read_runs(p) if r["variant"] == variant]
+    similar = [similarity_to(r, read) for r in runs]
+    cka = {k: float(np.mean([q[k] for q in similar])) for k in similar[0]}
+    verdict = layer_verdict(best, read, runs[0]["layers"], cka, behind["significant_above"],
+                            plan.equivalent_cka)
+    return {"profile": profile, "best": best, "read": read,
+            "per_recording": [max(q, key=q.get) for q in profiles], "best_minus_read": behind,
+            "cka_to_read": cka, "verdict": verdict}
+
+
 def _best_layer(out, plan) -> Claim:
     wide = f"{plan.wide_size} network"
     cases = [("continuous on the plastic cortices", "plastic", plan.recording_seeds, "continuous",
@@ -478,7 +505,7 @@ def _best_layer(out, plan) -> Claim:
               plan.read_layer),
              (f"pretrained on static cortices read at {plan.other_read_layer}",
               f"read-{plan.other_read_layer}", plan.layer_seeds, "pretrained", plan.other_read_layer),
-             (f"{wide}: continuous on plastic cortices", "wide/plastic", plan.wide_plastic_seeds,
+             (f"{wide}: continuous on plastic cortices", f"{plan.wide_size}/plastic", plan.wide_plastic_seeds,
               "continuous", plan.read_layer),
              (f"{wide}: pretrained on static cortices", _wide_static_group(plan, plan.read_layer),
               plan.wide_static_seeds, "pretrained", plan.read_layer),
@@ -486,39 +513,25 @@ def _best_layer(out, plan) -> Claim:
               _wide_static_group(plan, plan.wide_other_read_layer), plan.wide_static_seeds,
               "pretrained", plan.wide_other_read_layer)]
     figures, lines = {}, []
-    for network, group in (("default", "static"), (plan.wide_size, "wide/static")):
+    for network, group in (("default", "static"),
+                           (plan.wide_size, _wide_static_group(plan, plan.read_layer))):
         frozen = next(r for r in read_runs(_paths(out, group, 1)[0]) if r["variant"] == "pretrained")
         similarity = layer_similarity(frozen)
         figures[f"adjacent_layer_cka/{network}"] = similarity
         lines.append(f"how alike adjacent layers of the pretrained {network} network are (debiased "
                      "linear CKA of z-scored pooled activations): "
                      + " ".join(f"{k} {v:.2f}" for k, v in similarity.items()))
-    verdicts, identifiable = [], []
     for label, group, n, variant, read in cases:
-        paths = _paths(out, group, n)
-        profiles = [layer_scores(p, variant) for p in paths]
-        profile = {k: float(np.mean([q[k] for q in profiles])) for k in profiles[0]}
-        best = max(profile, key=profile.get)
-        each = [max(q, key=q.get) for q in profiles]
-        # How far the read-out layer is behind the best one, paired over sounds: tells a search
-        # that missed from layers the encoder cannot tell apart.
-        at_best = [g for p in paths for g in best_layer_stats(p, variant, best)]
-        at_read = [g for p in paths for g in best_layer_stats(p, variant, read)]
-        behind = _judged(paired_comparison(at_best, at_read, plan.n_boot, plan.n_perm), plan)
-        # Which layers share the read-out's linear space, in the runs judged (mean over them).
-        runs = [r for p in paths for r in read_runs(p) if r["variant"] == variant]
-        similar = [similarity_to(r, read) for r in runs]
-        cka = {k: float(np.mean([q[k] for q in similar])) for k in similar[0]}
-        verdict = layer_verdict(best, read, runs[0]["layers"], cka, behind["significant_above"],
-                                plan.equivalent_cka)
-        verdicts.append(verdict)
-        identifiable.append(min(cka.values()) < plan.equivalent_cka)
-        figures[label] = {"profile": profile, "best": best, "read": read, "per_recording": each,
-                          "best_minus_read": behind, "cka_to_read": cka, "verdict": verdict}
-        lines.append(f"{label}: best {best} (read-out {read}: {verdict}); profile "
-                     + " ".join(f"{k}={v:.3f}" for k, v in profile.items()))
-        lines.append(f"  per recording: {', '.join(each)}; best − read-out {_fmt(behind)}")
-        lines.append("  CKA with the read-out: " + " ".join(f"{k} {v:.2f}" for k, v in cka.items()))
+        case = figures[label] = _layer_case(_paths(out, group, n), variant, read, plan)
+        lines.append(f"{label}: best {case['best']} (read-out {read}: {case['verdict']}); profile "
+                     + " ".join(f"{k}={v:.3f}" for k, v in case["profile"].items()))
+        lines.append(f"  per recording: {', '.join(case['per_recording'])}; best − read-out "
+                     f"{_fmt(case['best_minus_read'])}")
+        lines.append("  CKA with the read-out: "
+                     + " ".join(f"{k} {v:.2f}" for k, v in case["cka_to_read"].items()))
+    verdicts = [figures[label]["verdict"] for label, *_ in cases]
+    identifiable = [min(figures[label]["cka_to_read"].values()) < plan.equivalent_cka
+                    for label, *_ in cases]
     # Judged only if some read-out could be told from some layer: else the claim says nothing.
     ok = "far" not in verdicts and any(identifiable)
     if not any(identifiable):

@@ -47,7 +47,7 @@ def test_wide_init_layers_are_not_one_linear_space():
 
     tiny, wide = unexplained("tiny"), unexplained("tiny-wide-init")
     assert tiny < 1e-3          # one linear space: the residual stream barely changes
-    assert wide > 20 * tiny     # measured: 2e-4 against 4e-2
+    assert wide > 50 * tiny     # measured: 2e-4 against 4e-2
 
 
 def test_build_model_seeded_and_leaves_global_stream_alone():

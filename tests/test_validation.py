@@ -54,9 +54,10 @@ def test_the_plan_replays_every_cortex_with_learners_matched_to_its_teacher():
     assert {lr_variant(x) for x in (3e-4, 1e-3, 1e-2, 3e-2)} <= set(sweep)
     assert lr_variant(3e-3) not in sweep  # the teacher's rate is the 'continuous' variant itself
     assert not any(k.startswith("lr-") for k in exps["plastic/seed-4"].variants)
-    wide = [e for name, e in exps.items() if name.startswith("wide/")]
+    second = f"{PLANS['full'].wide_size}/"
+    wide = [e for name, e in exps.items() if name.startswith(second)]
     assert wide and all(e.network == "wide" for e in wide)
-    assert all(e.network == "default" for name, e in exps.items() if not name.startswith("wide/"))
+    assert all(e.network == "default" for name, e in exps.items() if not name.startswith(second))
     assert {e.cortex.read_layer for e in wide if e.cortex.plasticity == 0} == {"layer_3", "layer_1"}
 
 
@@ -128,7 +129,7 @@ def test_a_second_validation_reuses_every_recording_and_run(validated, tiny_chec
                                                             wide_checkpoint):
     out, claims, _ = validated
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("recordings/**/*.zarr/zarr.json")}
-    assert any("/wide/" in str(p) for p in stamps)
+    assert any(f"/{TEST_PLAN.wide_size}/" in str(p) for p in stamps)
     logged = []
     again = run_validation(out, TEST_PLAN, checkpoint=tiny_checkpoint, jobs=2, log=logged.append,
                            wide_checkpoint=wide_checkpoint)
@@ -139,7 +140,7 @@ def test_a_second_validation_reuses_every_recording_and_run(validated, tiny_chec
 
 
 @pytest.mark.parametrize("field, which", [("other_read_layer", "checkpoint"),
-                                          ("wide_other_read_layer", "wide-init checkpoint")])
+                                          ("wide_other_read_layer", f"{TEST_PLAN.wide_size} checkpoint")])
 def test_an_unknown_read_layer_is_refused_before_anything_is_made(tmp_path, tiny_checkpoint,
                                                                   wide_checkpoint, field, which):
     plan = replace(TEST_PLAN, **{field: "layer_9"})
