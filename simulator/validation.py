@@ -476,8 +476,9 @@ def layer_verdict(best: str, read: str, layers: list[str], cka_to_read: dict[str
     return "far"
 
 
-def _layer_case(paths, variant: str, read: str, plan) -> dict:
-    """The best-layer search of ``variant`` over the stores in ``paths``, against ``read``."""
+def _layer_case(paths, variant: str, read: str, cka: dict[str, float], plan) -> dict:
+    """The best-layer search of ``variant`` over the stores in ``paths``, against ``read``;
+    ``cka``: each layer's CKA with ``read`` on the pretrained network."""
     profiles = [layer_scores(p, variant) for p in paths]
     profile = {k: float(np.mean([q[k] for q in profiles])) for k in profiles[0]}
     best = max(profile, key=profile.get)
@@ -486,11 +487,7 @@ def _layer_case(paths, variant: str, read: str, plan) -> dict:
     at_best = [g for p in paths for g in best_layer_stats(p, variant, best)]
     at_read = [g for p in paths for g in best_layer_stats(p, variant, read)]
     behind = _judged(paired_comparison(at_best, at_read, plan.n_boot, plan.n_perm), plan)
-    # Which layers share the read-out's linear space, in the runs judged (mean over them).
-    runs = [r for p in paths for r in read_runs(p) if r["variant"] == variant]
-    similar = [similarity_to(r, read) for r in runs]
-    cka = {k: float(np.mean([q[k] for q in similar])) for k in similar[0]}
-    verdict = layer_verdict(best, read, runs[0]["layers"], cka, behind["significant_above"],
+    verdict = layer_verdict(best, read, list(profile), cka, behind["significant_above"],
                             plan.equivalent_cka)
     return {"profile": profile, "best": best, "read": read,
             "per_recording": [max(q, key=q.get) for q in profiles], "best_minus_read": behind,
@@ -498,37 +495,43 @@ def _layer_case(paths, variant: str, read: str, plan) -> dict:
 
 
 def _best_layer(out, plan) -> Claim:
-    wide = f"{plan.wide_size} network"
-    cases = [("continuous on the plastic cortices", "plastic", plan.recording_seeds, "continuous",
-              plan.read_layer),
-             ("pretrained on the static cortices", "static", plan.static_seeds, "pretrained",
-              plan.read_layer),
-             (f"pretrained on static cortices read at {plan.other_read_layer}",
-              f"read-{plan.other_read_layer}", plan.layer_seeds, "pretrained", plan.other_read_layer),
-             (f"{wide}: continuous on plastic cortices", f"{plan.wide_size}/plastic", plan.wide_plastic_seeds,
-              "continuous", plan.read_layer),
-             (f"{wide}: pretrained on static cortices", _wide_static_group(plan, plan.read_layer),
-              plan.wide_static_seeds, "pretrained", plan.read_layer),
-             (f"{wide}: pretrained on static cortices read at {plan.wide_other_read_layer}",
-              _wide_static_group(plan, plan.wide_other_read_layer), plan.wide_static_seeds,
-              "pretrained", plan.wide_other_read_layer)]
+    W = plan.wide_size
+    cases = [  # (label, network, results group, recordings, variant, read-out layer)
+        ("continuous on the plastic cortices", "default", "plastic", plan.recording_seeds,
+         "continuous", plan.read_layer),
+        ("pretrained on the static cortices", "default", "static", plan.static_seeds,
+         "pretrained", plan.read_layer),
+        (f"pretrained on static cortices read at {plan.other_read_layer}", "default",
+         f"read-{plan.other_read_layer}", plan.layer_seeds, "pretrained", plan.other_read_layer),
+        (f"{W} network: continuous on plastic cortices", W, f"{W}/plastic",
+         plan.wide_plastic_seeds, "continuous", plan.read_layer),
+        (f"{W} network: pretrained on static cortices", W, _wide_static_group(plan, plan.read_layer),
+         plan.wide_static_seeds, "pretrained", plan.read_layer),
+        (f"{W} network: pretrained on static cortices read at {plan.wide_other_read_layer}", W,
+         _wide_static_group(plan, plan.wide_other_read_layer), plan.wide_static_seeds,
+         "pretrained", plan.wide_other_read_layer)]
     figures, lines = {}, []
+    # Which layers are one linear space is a property of each network, measured before anything
+    # learns: on its frozen run of a static cortex (the activations do not depend on the cortex).
+    frozen = {}
     for network, group in (("default", "static"),
                            (plan.wide_size, _wide_static_group(plan, plan.read_layer))):
-        frozen = next(r for r in read_runs(_paths(out, group, 1)[0]) if r["variant"] == "pretrained")
-        similarity = layer_similarity(frozen)
+        frozen[network] = next(r for r in read_runs(_paths(out, group, 1)[0])
+                               if r["variant"] == "pretrained")
+        similarity = layer_similarity(frozen[network])
         figures[f"adjacent_layer_cka/{network}"] = similarity
         lines.append(f"how alike adjacent layers of the pretrained {network} network are (debiased "
                      "linear CKA of z-scored pooled activations): "
                      + " ".join(f"{k} {v:.2f}" for k, v in similarity.items()))
-    for label, group, n, variant, read in cases:
-        case = figures[label] = _layer_case(_paths(out, group, n), variant, read, plan)
+    for label, network, group, n, variant, read in cases:
+        cka = similarity_to(frozen[network], read)
+        case = figures[label] = _layer_case(_paths(out, group, n), variant, read, cka, plan)
         lines.append(f"{label}: best {case['best']} (read-out {read}: {case['verdict']}); profile "
                      + " ".join(f"{k}={v:.3f}" for k, v in case["profile"].items()))
         lines.append(f"  per recording: {', '.join(case['per_recording'])}; best − read-out "
                      f"{_fmt(case['best_minus_read'])}")
-        lines.append("  CKA with the read-out: "
-                     + " ".join(f"{k} {v:.2f}" for k, v in case["cka_to_read"].items()))
+        lines.append("  CKA with the read-out in the pretrained network: "
+                     + " ".join(f"{k} {v:.2f}" for k, v in cka.items()))
     verdicts = [figures[label]["verdict"] for label, *_ in cases]
     identifiable = [min(figures[label]["cka_to_read"].values()) < plan.equivalent_cka
                     for label, *_ in cases]
