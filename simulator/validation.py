@@ -236,19 +236,24 @@ def run_validation(out, plan: ValidationPlan = PLANS["full"], checkpoint=None, j
     but claim 6's second network's, which use ``wide_checkpoint`` (default: ``plan.wide_size``
     pretrained under ``out``)."""
     out = Path(out)
-    checkpoints = {"default": checkpoint, "wide": wide_checkpoint}
-    for network, folder, size in (("default", "checkpoint", "tiny"),
-                                  ("wide", f"checkpoint-{plan.wide_size}", plan.wide_size)):
-        if checkpoints[network] is None:
-            checkpoints[network] = pretrain(out / folder, PretrainSettings(size=size), log=log)
-    reads = {"default": ("checkpoint", (plan.read_layer, plan.other_read_layer)),
-             "wide": (f"{plan.wide_size} checkpoint", (plan.read_layer, plan.wide_other_read_layer))}
-    for network, (which, layers) in reads.items():
-        names = layer_names(load_checkpoint(checkpoints[network])[0])
-        for layer in layers:
+    W = plan.wide_size
+    networks = {  # checkpoint given, folder to pretrain it in, size, name in errors, layers read
+        "default": (checkpoint, "checkpoint", "tiny", "checkpoint",
+                    (plan.read_layer, plan.other_read_layer)),
+        "wide": (wide_checkpoint, f"checkpoint-{W}", W, f"{W} checkpoint",
+                 (plan.read_layer, plan.wide_other_read_layer))}
+    checkpoints = {}
+    # Checkpoints given are checked first, so a wrong one is refused before anything is made.
+    for network in sorted(networks, key=lambda k: networks[k][0] is None):
+        path, folder, size, which, reads = networks[network]
+        if path is None:
+            path = pretrain(out / folder, PretrainSettings(size=size), log=log)
+        names = layer_names(load_checkpoint(path)[0])
+        for layer in reads:
             if layer not in names:
                 raise ValueError(f"validation plan reads layer {layer!r}, but the {which}'s "
                                  f"layers are {names}")
+        checkpoints[network] = path
     exps = experiments(plan)
     _synthesize_all(out, exps, checkpoints, jobs, log)
     items = [(resolve_scenario(scenario_table(e, plan, checkpoints[e.network]), e.name,
