@@ -280,24 +280,24 @@ def _synthesize_all(out: Path, exps, checkpoints: dict, jobs, log) -> None:
     """Synthesize the recordings not already there with the same settings, in parallel."""
     todo = []
     for e in exps:
-        path = _recording(out, e)
         try:
-            made = open_recording(path).attrs.get("synthetic", {})
+            made = open_recording(_recording(out, e)).attrs.get("synthetic", {})
         except (ValueError, FileNotFoundError):
             made = {}
         wanted = {**asdict(e.cortex), "checkpoint": str(checkpoints[e.network])}
         if {k: made.get(k) for k in wanted} != wanted:
-            todo.append((path, checkpoints[e.network], e.cortex))
+            todo.append(e)
     if not todo:
         return
     log(f"validate: synthesizing {len(todo)} recording(s)")
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    for path, _, _ in todo:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    for e in todo:
+        _recording(out, e).parent.mkdir(parents=True, exist_ok=True)
         # Runs replayed from the recording being replaced would be reused as if still valid.
-        shutil.rmtree(out / "results" / path.relative_to(out / "recordings"), ignore_errors=True)
+        shutil.rmtree(_results(out, e), ignore_errors=True)
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        pool.starmap(_synthesize_one, [(str(p), str(ck), c) for p, ck, c in todo])
+        pool.starmap(_synthesize_one, [(str(_recording(out, e)), str(checkpoints[e.network]),
+                                        e.cortex) for e in todo])
 
 
 def _synthesize_one(path: str, checkpoint: str, cortex: CortexSettings) -> None:

@@ -5,10 +5,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from replay.store import open_recording
+from simulator.cortex import CortexSettings
 from simulator.pretrain import PretrainSettings, pretrain
 from simulator.scenario import resolve_scenario
-from simulator.validation import (PLANS, experiments, format_claims, lr_variant, run_validation,
-                                  scenario_table)
+from simulator.validation import (PLANS, Experiment, _synthesize_all, experiments, format_claims,
+                                  lr_variant, run_validation, scenario_table)
 
 # One reduced validation serves the module (a few minutes on 2 cores; more with other jobs).
 pytestmark = pytest.mark.timeout(900)
@@ -165,3 +167,21 @@ def test_reading_once_reads_each_finished_store_once(validated, monkeypatch):
         assert summary.layer_scores(path, "continuous") == first  # served from what was read
     with pytest.raises(AssertionError, match="read again"):  # outside the block: read every time
         summary.layer_scores(path, "continuous")
+
+
+def test_a_recording_made_again_drops_the_runs_replayed_from_the_old_one(tmp_path, tiny_checkpoint):
+    def exp(voxels):
+        cortex = CortexSettings(seed=0, sounds=4, duration_s=0.5, subjects=1, voxels=voxels,
+                                plasticity=0.0, pre_s=1.0, post_s=1.0)
+        return Experiment("static/seed-0", cortex, {"pretrained": {"mode": "frozen"}}, 1e-3, 1.0)
+
+    checkpoints, logged = {"default": tiny_checkpoint}, []
+    _synthesize_all(tmp_path, [exp(8)], checkpoints, 1, log=logged.append)
+    runs = tmp_path / "results" / "static" / "seed-0.zarr"
+    runs.mkdir(parents=True)
+    _synthesize_all(tmp_path, [exp(8)], checkpoints, 1, log=logged.append)  # same settings: kept
+    assert runs.exists() and len(logged) == 1
+    _synthesize_all(tmp_path, [exp(12)], checkpoints, 1, log=logged.append)
+    assert not runs.exists()
+    made = open_recording(tmp_path / "recordings" / "static" / "seed-0.zarr").attrs["synthetic"]
+    assert made["voxels"] == 12
