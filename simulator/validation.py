@@ -85,7 +85,8 @@ class ValidationPlan:
     # 0.98-1.00, the convolutional encoder against the first block 0.65-0.83).
     equivalent_cka: float = 0.95
     # Claim 6 is also judged on a network whose transformer layers differ (simulator.model.SIZES):
-    # plastic cortices read at read_layer, static ones read at read_layer and at wide_other_read_layer.
+    # plastic cortices read at read_layer, static ones read at read_layer and at
+    # wide_other_read_layer.
     wide_size: str = "tiny-wide-init"
     wide_plastic_seeds: int = 3
     wide_static_seeds: int = 5
@@ -184,9 +185,9 @@ def experiments(plan: ValidationPlan) -> list[Experiment]:
     out += [Experiment(f"read-{plan.other_read_layer}/seed-{k}", CortexSettings(
         seed=k, plasticity=0.0, retention=R, **other), frozen, P, R)
         for k in range(plan.layer_seeds)]
-    out += [Experiment(f"{plan.wide_size}/plastic/seed-{k}", CortexSettings(seed=k, plasticity=P, retention=R,
-                                                                **full), pair, P, R, "wide")
-            for k in range(plan.wide_plastic_seeds)]
+    out += [Experiment(f"{plan.wide_size}/plastic/seed-{k}", CortexSettings(
+        seed=k, plasticity=P, retention=R, **full), pair, P, R, "wide")
+        for k in range(plan.wide_plastic_seeds)]
     for read in (plan.read_layer, plan.wide_other_read_layer):
         # At the plastic cortices' size, not the static ones': layers this alike need the sounds.
         out += [Experiment(f"{_wide_static_group(plan, read)}/seed-{k}", CortexSettings(
@@ -510,8 +511,9 @@ def _best_layer(out, plan) -> Claim:
          f"read-{plan.other_read_layer}", plan.layer_seeds, "pretrained", plan.other_read_layer),
         (f"{W} network: continuous on plastic cortices", W, f"{W}/plastic",
          plan.wide_plastic_seeds, "continuous", plan.read_layer),
-        (f"{W} network: pretrained on static cortices", W, _wide_static_group(plan, plan.read_layer),
-         plan.wide_static_seeds, "pretrained", plan.read_layer),
+        (f"{W} network: pretrained on static cortices", W,
+         _wide_static_group(plan, plan.read_layer), plan.wide_static_seeds, "pretrained",
+         plan.read_layer),
         (f"{W} network: pretrained on static cortices read at {plan.wide_other_read_layer}", W,
          _wide_static_group(plan, plan.wide_other_read_layer), plan.wide_static_seeds,
          "pretrained", plan.wide_other_read_layer)]
@@ -519,8 +521,7 @@ def _best_layer(out, plan) -> Claim:
     # Which layers are one linear space is a property of each network, measured before anything
     # learns: on its frozen run of a static cortex (the activations do not depend on the cortex).
     frozen = {}
-    for network, group in (("default", "static"),
-                           (plan.wide_size, _wide_static_group(plan, plan.read_layer))):
+    for network, group in (("default", "static"), (W, _wide_static_group(plan, plan.read_layer))):
         frozen[network] = next(r for r in read_runs(_paths(out, group, 1)[0])
                                if r["variant"] == "pretrained")
         similarity = layer_similarity(frozen[network])

@@ -40,7 +40,8 @@ def test_wide_init_layers_are_not_one_linear_space():
     wave = normalize_wave(make_sound_set(4, 2.0, seed=0).audio.ravel())
 
     def unexplained(size):
-        hidden = build_model(size, seed=0).eval().wav2vec2(wave, output_hidden_states=True).hidden_states
+        model = build_model(size, seed=0).eval()
+        hidden = model.wav2vec2(wave, output_hidden_states=True).hidden_states
         x, y = (h[0] - h[0].mean(0) for h in (hidden[1], hidden[3]))
         residual = y - x @ torch.linalg.lstsq(x, y).solution
         return float(residual.pow(2).sum() / y.pow(2).sum())

@@ -141,8 +141,9 @@ def test_a_second_validation_reuses_every_recording_and_run(validated, tiny_chec
     assert [(c.status, c.lines) for c in again] == [(c.status, c.lines) for c in claims]
 
 
-@pytest.mark.parametrize("field, which", [("other_read_layer", "checkpoint"),
-                                          ("wide_other_read_layer", f"{TEST_PLAN.wide_size} checkpoint")])
+@pytest.mark.parametrize("field, which", [
+    ("other_read_layer", "checkpoint"),
+    ("wide_other_read_layer", f"{TEST_PLAN.wide_size} checkpoint")])
 def test_an_unknown_read_layer_is_refused_before_anything_is_made(tmp_path, tiny_checkpoint,
                                                                   wide_checkpoint, field, which):
     plan = replace(TEST_PLAN, **{field: "layer_9"})
