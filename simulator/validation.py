@@ -538,9 +538,9 @@ def _best_layer(out, plan) -> Claim:
                      f"{_fmt(case['best_minus_read'])}")
         lines.append("  CKA with the read-out in the pretrained network: "
                      + " ".join(f"{k} {v:.2f}" for k, v in cka.items()))
-    verdicts = [figures[label]["verdict"] for label, *_ in cases]
-    identifiable = [min(figures[label]["cka_to_read"].values()) < plan.equivalent_cka
-                    for label, *_ in cases]
+    judged = [figures[label] for label, *_ in cases]
+    verdicts = [case["verdict"] for case in judged]
+    identifiable = [min(case["cka_to_read"].values()) < plan.equivalent_cka for case in judged]
     # Judged only if some read-out could be told from some layer: else the claim says nothing.
     ok = "far" not in verdicts and any(identifiable)
     if not any(identifiable):
