@@ -1,6 +1,8 @@
-"""Online encoding models, prequential scores, statistics over sounds, and their ZeroMQ service."""
+"""Online encoding models, prequential scores, drift detection, statistics over sounds, and their
+ZeroMQ service."""
 from .ceiling import CEILING_FORMULA, noise_ceiling, normalised_score, spearman_brown
 from .client import EncoderClient, EncoderError, spawn_service
+from .drift import PageHinkley
 from .encoding import PrequentialEncoder
 from .lags import lagged
 from .ridge import OnlineRidge
@@ -9,6 +11,6 @@ from .service import EncoderService
 from .stats import bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_test, score
 
 __all__ = ["CEILING_FORMULA", "noise_ceiling", "normalised_score", "spearman_brown", "fdr_bh",
-           "EncoderClient", "EncoderError", "spawn_service", "PrequentialEncoder", "lagged",
+           "EncoderClient", "EncoderError", "spawn_service", "PageHinkley", "PrequentialEncoder", "lagged",
            "OnlineRidge", "PrequentialScore", "frame_stats", "pearson_from_stats", "r2_from_stats",
            "EncoderService", "bootstrap_ci", "paired_bootstrap", "paired_permutation_test", "score"]

@@ -46,11 +46,14 @@ class EncoderClient:
             raise EncoderError(f"encoder service rejected {kind!r}: {reply.header.get('reason')}")
         return reply
 
-    def open(self, run: str, layers, n_voxels: int, n_units: int, lags, alpha: float,
-             warmup: int) -> None:
+    def open(self, run: str, layers, n_voxels: int, n_units: int, lags, alphas, warmup: int,
+             **options) -> None:
+        """Start a run; ``options`` are the optional fields of docs/protocol.md (``forgetting``,
+        ``device``, ``dtype``, ``drift_threshold``)."""
         self.request("open", {"run": run, "layers": list(layers), "n_voxels": int(n_voxels),
                               "n_units": int(n_units), "lags": [int(k) for k in lags],
-                              "alpha": float(alpha), "warmup": int(warmup)})
+                              "alphas": [float(a) for a in alphas], "warmup": int(warmup),
+                              **options})
 
     def trial(self, run: str, trial: int, unit: int, features: dict, frames: np.ndarray) -> np.ndarray:
         """Send one trial; return its per-layer voxel-mean r (scored before the encoder learned)."""
@@ -59,7 +62,8 @@ class EncoderClient:
         return np.array(reply.arrays["trial_r"])
 
     def finish(self, run: str) -> dict[str, np.ndarray]:
-        """Close a run; return its per-voxel ``r`` and ``r2`` and per-unit ``unit_stats``."""
+        """Close a run; return its per-voxel ``r``, ``r2`` and ``alpha``, its ``drift`` events and
+        per-unit ``unit_stats``."""
         reply = self.request("finish", {"run": run})
         return {name: np.array(a) for name, a in reply.arrays.items()}
 

@@ -1,11 +1,11 @@
-"""Prequential encoding of one run: one online ridge and one running score per layer."""
+"""Prequential encoding of one run: every layer's online ridge, running score and drift detector."""
 from __future__ import annotations
 
 import numpy as np
 
-from .lags import lagged
-from .ridge import OnlineRidge
-from .scores import PrequentialScore
+from .drift import PageHinkley
+from .ridge import OnlineRidge, as_tensor
+from .scores import PrequentialScore, r2_from_stats
 
 
 class PrequentialEncoder:
@@ -13,7 +13,8 @@ class PrequentialEncoder:
 
     ``step`` first predicts the trial with the models as they are (before they have seen it),
     adds the prediction to the layer's prequential score, and only then updates the model:
-    every trial is scored out of sample.
+    every trial is scored out of sample. The brain frames go to the device once per trial and
+    serve every layer's model.
 
     Parameters
     ----------
@@ -27,28 +28,42 @@ class PrequentialEncoder:
         events by sound).
     lags : list of int
         FIR lags in frames (the hemodynamic delay is learned per voxel and lag).
-    alpha : float
-        Ridge penalty on standardised features (``OnlineRidge(standardize=True)``).
+    alphas : list of float
+        Ridge penalty grid on standardised features; each voxel of each layer takes the one with
+        the lowest prequential error so far (``OnlineRidge(standardize=True)``).
     warmup : int
         Trials before this index are learned from but not scored.
+    forgetting, device, dtype
+        As in :class:`OnlineRidge`.
+    drift_threshold : float
+        Threshold of the per-voxel Page-Hinkley detector on the scored trials' relative error
+        ``1 - R^2`` (see ``drift_events``); river's other defaults.
 
     >>> rng = np.random.default_rng(0)
-    >>> enc = PrequentialEncoder(["a"], n_voxels=4, n_units=3, lags=[0, 1], alpha=1.0, warmup=2)
+    >>> enc = PrequentialEncoder(["a"], n_voxels=4, n_units=3, lags=[0, 1], alphas=[1.0, 100.0],
+    ...                          warmup=2)
     >>> W = rng.standard_normal((6, 4))
     >>> for t in range(12):
     ...     X = rng.standard_normal((8, 3)).astype(np.float32)
     ...     Y = (np.hstack([X, np.roll(X, 1, 0)]) @ W).astype(np.float32)
     ...     trial_r = enc.step(t, t % 3, {"a": X}, Y)
-    >>> bool(trial_r["a"] > 0.9), bool(enc.r()["a"].mean() > 0.5)
-    (True, True)
+    >>> bool(trial_r["a"] > 0.9), bool(enc.r()["a"].mean() > 0.5), enc.alpha()["a"].tolist()
+    (True, True, [1.0, 1.0, 1.0, 1.0])
     """
 
-    def __init__(self, layers, n_voxels: int, n_units: int, lags=(0,), alpha: float = 1.0,
-                 warmup: int = 0):
+    def __init__(self, layers, n_voxels: int, n_units: int, lags=(0,), alphas=(1.0,),
+                 warmup: int = 0, forgetting: float = 1.0, device: str = "cpu",
+                 dtype: str = "float32", drift_threshold: float = 50.0):
         self.layers, self.lags = list(layers), list(lags)
         self.n_voxels = int(n_voxels)
-        self.models = {name: OnlineRidge(alpha=alpha, standardize=True) for name in self.layers}
+        self.models = {name: OnlineRidge(alphas=alphas, lags=lags, forgetting=forgetting,
+                                         standardize=True, device=device, dtype=dtype)
+                       for name in self.layers}
+        self.models[self.layers[0]]._params()  # bad settings fail here, not on the first trial
         self.scores = {name: PrequentialScore(n_units, n_voxels, warmup) for name in self.layers}
+        self.detectors = {name: PageHinkley(self.n_voxels, threshold=drift_threshold)
+                          for name in self.layers}
+        self._drift = {name: [] for name in self.layers}  # (trial, voxel) of every detection
 
     def step(self, trial: int, unit: int, features: dict, frames: np.ndarray) -> dict[str, float]:
         """Score then learn one trial; return the per-layer voxel-mean r of this trial.
@@ -56,18 +71,24 @@ class PrequentialEncoder:
         ``features[layer]`` is (n_frames, n_features) aligned with ``frames`` (n_frames, n_voxels).
         """
         frames = np.asarray(frames)
-        designs = self._designs(trial, features, frames)
+        designs = self._check(trial, features, frames)
+        model = self.models[self.layers[0]]
+        _, _, dtype, device = model._params()
+        Y = as_tensor(frames, device, dtype)
         trial_r = {}
         for name, X in designs.items():
-            model = self.models[name]
-            fitted = hasattr(model, "n_features_in_")
-            P = model.predict(X) if fitted else np.zeros_like(frames)
-            trial_r[name] = self.scores[name].update(trial, unit, P, frames)
-            model.partial_fit(X, frames)
+            P = self.models[name].test_then_train(as_tensor(X, device, dtype), Y)
+            P = np.zeros_like(frames) if P is None else P.cpu().numpy()
+            score = self.scores[name]
+            trial_r[name] = score.update(trial, unit, P, frames)
+            if trial >= score.warmup:
+                # 1 - R^2 of the trial: scale-free, so one threshold serves every voxel.
+                changed = self.detectors[name].update(1.0 - r2_from_stats(score.trial_stats))
+                self._drift[name] += [(trial, int(v)) for v in np.flatnonzero(changed)]
         return trial_r
 
-    def _designs(self, trial: int, features: dict, frames: np.ndarray) -> dict[str, np.ndarray]:
-        """Every layer's lagged design, all checked before any layer scores or learns: a trial
+    def _check(self, trial: int, features: dict, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """Every layer's features, all checked before any layer scores or learns: a trial
         refused for one layer must leave the others as they were."""
         missing = [name for name in self.layers if name not in features]
         if missing:
@@ -80,14 +101,17 @@ class PrequentialEncoder:
             raise ValueError(f"the brain frames of trial {trial} hold non-finite values")
         designs = {}
         for name in self.layers:
-            X = lagged(np.asarray(features[name]), self.lags)
+            X = np.asarray(features[name])
+            if X.ndim != 2:
+                raise ValueError(f"features of layer {name!r} must be 2-D (n_frames, n_features), "
+                                 f"got shape {X.shape}")
             if X.shape[0] != frames.shape[0]:
                 raise ValueError(f"features of layer {name!r} have {X.shape[0]} frames but the "
                                  f"trial has {frames.shape[0]} brain frames")
             expected = getattr(self.models[name], "n_features_in_", X.shape[1])
             if X.shape[1] != expected:
-                raise ValueError(f"layer {name!r} has {X.shape[1] // len(self.lags)} features, "
-                                 f"but its encoder expects {expected // len(self.lags)}")
+                raise ValueError(f"layer {name!r} has {X.shape[1]} features, but its encoder "
+                                 f"expects {expected}")
             if not np.isfinite(X).all():
                 raise ValueError(f"features of layer {name!r} hold non-finite values")
             designs[name] = X
@@ -99,6 +123,21 @@ class PrequentialEncoder:
 
     def r2(self) -> dict[str, np.ndarray]:
         return {name: s.r2() for name, s in self.scores.items()}
+
+    def alpha(self) -> dict[str, np.ndarray]:
+        """Each voxel's ridge penalty (``OnlineRidge.alpha_``), per layer; NaN before any trial."""
+        return {name: (np.asarray(m.alpha_, dtype=np.float64) if hasattr(m, "n_samples_seen_")
+                       else np.full(self.n_voxels, np.nan)) for name, m in self.models.items()}
+
+    def drift_events(self) -> np.ndarray:
+        """Every change the detectors saw, as rows ``(layer index, trial, voxel)`` (int64).
+
+        A voxel's detector watches ``1 - R^2`` of each scored trial (the relative squared error of
+        its prediction) and fires when that level rises or falls beyond the threshold: the voxel's
+        alignment with the layer changed at that trial.
+        """
+        rows = [(i, t, v) for i, name in enumerate(self.layers) for t, v in self._drift[name]]
+        return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
     def unit_stats(self) -> np.ndarray:
         """(n_layers, n_units, 6, n_voxels) per-unit sufficient statistics."""

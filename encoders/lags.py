@@ -8,11 +8,12 @@ trial is lagged on its own, with zeros before its first frame.
 import numbers
 
 import numpy as np
+import torch
 
-__all__ = ["lagged"]
+__all__ = ["check_lags", "lagged"]
 
 
-def _check_lags(lags):
+def check_lags(lags):
     """Return ``lags`` as a tuple of ints, or raise a one-line ValueError."""
     try:
         values = tuple(lags)
@@ -41,14 +42,15 @@ def lagged(X, lags):
 
     Parameters
     ----------
-    X : array of shape (n_frames, n_features)
+    X : array or torch tensor of shape (n_frames, n_features)
         Features of one trial at the brain frame rate.
     lags : sequence of int >= 0
         Delays in frames; ``0`` is the frame itself.
 
     Returns
     -------
-    out : array of shape (n_frames, n_features * len(lags)), same dtype as ``X``.
+    out : array of shape (n_frames, n_features * len(lags)), a new array of the same type
+        (numpy or torch) and dtype as ``X``.
 
     Examples
     --------
@@ -58,15 +60,16 @@ def lagged(X, lags):
            [2., 1., 0.],
            [3., 2., 1.]])
     """
-    lags = _check_lags(lags)
-    X = np.asarray(X)
+    lags = check_lags(lags)
+    X = X if isinstance(X, torch.Tensor) else np.asarray(X)
     if X.ndim != 2:
         raise ValueError(
             "Invalid value for the 'X' parameter. Allowed values are 2-D arrays "
             f"(n_frames, n_features), but got an array of shape {X.shape} instead."
         )
     n_frames, n_features = X.shape
-    out = np.zeros((n_frames, n_features * len(lags)), dtype=X.dtype)
+    shape = (n_frames, n_features * len(lags))
+    out = X.new_zeros(shape) if isinstance(X, torch.Tensor) else np.zeros(shape, dtype=X.dtype)
     # One slice copy per lag (a handful), never a loop over frames.
     for k, lag in enumerate(lags):
         if lag < n_frames:

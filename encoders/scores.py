@@ -103,6 +103,7 @@ class PrequentialScore:
     Attributes
     ----------
     stats : float64 array (n_units, 6, n_voxels)
+    trial_stats : float64 array (6, n_voxels), the sums of the last trial given to ``update``
     n_scored_trials : int
 
     Examples
@@ -126,6 +127,7 @@ class PrequentialScore:
                 )
         self.n_units, self.n_voxels, self.warmup = int(n_units), int(n_voxels), int(warmup)
         self.stats = np.zeros((self.n_units, len(STAT_NAMES), self.n_voxels))
+        self.trial_stats = np.zeros((len(STAT_NAMES), self.n_voxels))
         self.n_scored_trials = 0
 
     def update(self, trial_index, unit, P, O):
@@ -141,6 +143,7 @@ class PrequentialScore:
                 f"Invalid value for the 'O' parameter. Allowed values are arrays with "
                 f"{self.n_voxels} voxels, but got {s.shape[1]} instead."
             )
+        self.trial_stats = s
         if trial_index >= self.warmup:
             self.stats[unit] += s
             self.n_scored_trials += 1

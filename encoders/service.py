@@ -1,7 +1,7 @@
 """The encoder service: prequential encoding models behind a ZeroMQ ROUTER socket.
 
 Run it with ``cortexreplay encoder serve --bind ENDPOINT`` (or ``python -m encoders``).
-Each client opens a *run* (layers, voxels, lags, alpha), then sends trials; the service predicts
+Each client opens a *run* (layers, voxels, lags, penalty grid), then sends trials; the service predicts
 each trial before learning from it and answers with the trial's scores. A malformed or invalid
 request gets an ``error`` reply and is counted; the service never dies on bad input.
 docs/protocol.md gives every message.
@@ -25,6 +25,8 @@ from .encoding import PrequentialEncoder
 log = logging.getLogger("cortexreplay.encoder")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+# Optional fields of an 'open' request, with their defaults (PrequentialEncoder's).
+OPEN_OPTIONS = {"forgetting": 1.0, "device": "cpu", "dtype": "float32", "drift_threshold": 50.0}
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -112,7 +114,8 @@ class EncoderService:
         if msg.kind == "open":
             self.runs[str(h["run"])] = PrequentialEncoder(
                 h["layers"], n_voxels=int(h["n_voxels"]), n_units=int(h["n_units"]),
-                lags=h["lags"], alpha=float(h["alpha"]), warmup=int(h["warmup"]))
+                lags=h["lags"], alphas=[float(a) for a in h["alphas"]], warmup=int(h["warmup"]),
+                **{k: type(v)(h[k]) for k, v in OPEN_OPTIONS.items() if k in h})
             return "ack", {"run": h["run"]}, None
         if msg.kind == "trial":
             enc = self._run(h)
@@ -125,10 +128,12 @@ class EncoderService:
                 "trial_r": np.array([trial_r[name] for name in enc.layers])}
         if msg.kind == "finish":
             enc = self.runs.pop(str(h["run"]), None) or self._run(h)
-            r, r2 = enc.r(), enc.r2()
+            r, r2, alpha = enc.r(), enc.r2(), enc.alpha()
             return "result", {"run": h["run"], "layers": enc.layers}, {
                 "r": np.stack([r[name] for name in enc.layers]),
                 "r2": np.stack([r2[name] for name in enc.layers]),
+                "alpha": np.stack([alpha[name] for name in enc.layers]),
+                "drift": enc.drift_events(),
                 "unit_stats": enc.unit_stats()}
         if msg.kind == "shutdown":
             self._stopping = True

@@ -23,6 +23,18 @@ def check_choice(parameter: str, value, choices, error=ValueError):
     ValueError: Invalid value for the 'order' parameter. Allowed values are 'recorded' and 'shuffled', but got 'shuffle' instead.
     """
     if value not in choices:
-        raise error(f"Invalid value for the {parameter!r} parameter. Allowed values are "
-                    f"{allowed_values(choices)}, but got {value!r} instead.")
+        raise invalid_value(parameter, allowed_values(choices), value, error)
     return value
+
+
+def invalid_value(parameter: str, allowed: str, value=None, error=ValueError, *,
+                  got: str | None = None) -> Exception:
+    """The error (to raise) for a ``value`` of ``parameter`` outside ``allowed`` (a phrase);
+    ``got`` words the value instead of its ``repr`` ("an array of shape (3,)").
+
+    >>> invalid_value("forgetting", "numbers in (0, 1]", 1.5)
+    ValueError("Invalid value for the 'forgetting' parameter. Allowed values are numbers in (0, 1], but got 1.5 instead.")
+    """
+    got = repr(value) if got is None else got
+    return error(f"Invalid value for the {parameter!r} parameter. Allowed values are {allowed}, "
+                 f"but got {got} instead.")

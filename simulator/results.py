@@ -9,6 +9,9 @@ results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read)
     trials/trial_r     (n_trials, n_layers)   voxel-mean r of the trial, predicted before learning
     trials/pooled/<layer> (n_trials, n_features) the sound's activations averaged over its frames
     scores/r, scores/r2          (n_layers, n_voxels) prequential, pooled over scored trials
+    scores/alpha                 (n_layers, n_voxels) each voxel's ridge penalty at the end
+    scores/drift                 (n_detections, 3) rows (layer index, trial, voxel): where the
+                                 Page-Hinkley test on a voxel's 1 − R² per trial fired
     scores/event_stats           (n_layers, n_events, 6, n_voxels) per recorded event: the sums
                                  n, Σp, Σo, Σp², Σo², Σpo over its scored frames (encoders.scores)
   ceilings/<subject>   (n_voxels,) noise ceiling of the subject's replayed session; attrs formula,
@@ -35,7 +38,8 @@ VERSION = 1
 SCORE_FORMULA = ("prequential Pearson r per voxel over all frames of trials after the warm-up, "
                  "each predicted before the encoder learned from it: r = (n Σpo − Σp Σo) / "
                  "sqrt((n Σpp − Σp²)(n Σoo − Σo²)); score = mean over voxels at the best layer")
-DIMS = {"r": ("layer", "voxel"), "r2": ("layer", "voxel"),
+DIMS = {"r": ("layer", "voxel"), "r2": ("layer", "voxel"), "alpha": ("layer", "voxel"),
+        "drift": ("detection", "field"),
         "event_stats": ("layer", "event", "stat", "voxel"),
         "delta_w": ("trial", "layer"), "trial_r": ("trial", "layer")}
 

@@ -75,7 +75,8 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
     session_key = f"{spec.run_id}@{uuid.uuid4().hex}"
     # Per-*event* scores (the resampling unit is regrouped into sounds by the summary), so runs
     # that replay the same events in different orders can be compared on the same scored trials.
-    client.open(session_key, layers, n_voxels, n_events, enc["lags"], enc["alpha"], enc["warmup"])
+    client.open(session_key, layers, n_voxels, n_events, enc["lags"], enc["alphas"], enc["warmup"],
+                **{k: enc[k] for k in ("forgetting", "device", "dtype", "drift_threshold")})
     rows = {k: [] for k in ("event", "stimulus", "repeat", *TRIAL_FIELDS, "delta_w", "trial_r",
                             *(f"time_{t}" for t in TIMERS))}
     trials = replay_session(recording, spec.subject, session, order=cfg["order"], seed=spec.seed,
@@ -111,7 +112,8 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
                                   else np.float32 if k.startswith("pooled/") else np.float64)
                     for k, v in rows.items()}
     return RunResult(spec.run_id, attrs, trial_arrays,
-                     {"r": final["r"], "r2": final["r2"], "event_stats": final["unit_stats"]})
+                     {"r": final["r"], "r2": final["r2"], "alpha": final["alpha"],
+                      "drift": final["drift"], "event_stats": final["unit_stats"]})
 
 
 def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None = None,
@@ -164,9 +166,11 @@ def _pending(scenario: Scenario, store, results, force: bool, log) -> tuple[list
     recording = open_recording(store)  # validates the store, once
     for cfg in scenario.variants.values():
         cfg["data"]["store"] = str(store)  # the store actually replayed, stored with each run
-        if cfg["model"]["device"].startswith("cuda") and not torch.cuda.is_available():
-            raise ScenarioError(f"{scenario.path}: model.device is {cfg['model']['device']!r} "
-                                "but torch sees no CUDA device; use 'cpu'")
+        for section in ("model", "encoder"):
+            device = cfg[section]["device"]
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                raise ScenarioError(f"{scenario.path}: {section}.device is {device!r} but torch "
+                                    "sees no CUDA device; use 'cpu'")
     specs = scenario.runs(recording.subjects)
     checkpoints = {s.config["model"]["checkpoint"] for s in specs}
     if "" in checkpoints:

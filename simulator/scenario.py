@@ -51,13 +51,22 @@ DEFAULTS = {
     },
     "encoder": {
         "lags": [0, 1, 2, 3, 4, 5],  # FIR lags in frames
-        "alpha": 1.0,              # ridge penalty on standardised features
+        # ridge penalties on standardised features; each voxel takes the one with the least
+        # prequential error so far (encoders.OnlineRidge)
+        "alphas": [1.0, 10.0, 100.0, 1000.0, 10000.0],
+        "forgetting": 1.0,         # weight the encoder's past keeps per trial (1: all of it)
+        "drift_threshold": 50.0,   # Page-Hinkley threshold on each voxel's 1 - R^2 per trial
         "warmup": 10,              # trials learned from but not scored
         "layers": ["all"],
+        "device": "cpu",           # torch device of the encoder's statistics ("cuda" on a GPU)
+        "dtype": "float32",        # precision of the voxel-sized statistics
     },
 }
-CHOICES = {"mode": RUN_MODES, "order": ORDERS}
-MINIMUM = {"threads": 1, "sample_rate": 1, "steps_per_sound": 1, "mask_span": 1}
+CHOICES = {"mode": RUN_MODES, "order": ORDERS, "dtype": ("float32", "float64")}
+NONEMPTY = ("alphas", "lags")
+MINIMUM = {"threads": 1, "sample_rate": 1, "steps_per_sound": 1, "mask_span": 1,
+           "forgetting": 1e-6, "drift_threshold": 1e-9}
+MAXIMUM = {"forgetting": 1.0}
 TOP_ONLY = ("variants", "compare")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "a boolean"}
 
@@ -171,8 +180,12 @@ def _merge(defaults: dict, given: dict, where: str, prefix: str) -> dict:
 
 
 def _check_value(value, default, key, path, where):
-    if isinstance(default, list) and isinstance(value, (str, int)) and not isinstance(value, bool):
-        value = [value]  # a single subject, seed or layer
+    if (isinstance(default, list) and isinstance(value, (str, int, float))
+            and not isinstance(value, bool)):
+        value = [value]  # a single subject, seed, layer or penalty
+    if isinstance(default, list) and default and isinstance(default[0], float) and isinstance(
+            value, list):
+        value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(default, str) and isinstance(value, int) and not isinstance(value, bool):
@@ -189,4 +202,10 @@ def _check_value(value, default, key, path, where):
                             f"{allowed_values(CHOICES[key])}, but got {value!r} instead.")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < MINIMUM.get(key, 0):
         raise ScenarioError(f"{where}: {path} must be at least {MINIMUM.get(key, 0)}, got {value!r}")
+    if isinstance(value, list) and any(isinstance(v, float) and (v < 0 or v != v) for v in value):
+        raise ScenarioError(f"{where}: {path} must hold numbers >= 0, got {value!r}")
+    if key in NONEMPTY and not value:
+        raise ScenarioError(f"{where}: {path} must not be empty")
+    if key in MAXIMUM and value > MAXIMUM[key]:
+        raise ScenarioError(f"{where}: {path} must be at most {MAXIMUM[key]}, got {value!r}")
     return value

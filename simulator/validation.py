@@ -224,7 +224,7 @@ def scenario_table(exp: Experiment, plan: ValidationPlan, checkpoint) -> dict:
             "model": {"checkpoint": str(checkpoint)},
             "learning": {"lr": exp.lr, "steps_per_sound": plan.teacher_steps,
                          "retention": exp.retention},
-            "encoder": {"lags": [0, 1, 2, 3, 4, 5], "alpha": 10.0, "warmup": plan.warmup},
+            "encoder": {"lags": [0, 1, 2, 3, 4, 5], "alphas": [10.0], "warmup": plan.warmup},
             "variants": exp.variants}
 
 

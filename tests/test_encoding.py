@@ -43,7 +43,7 @@ def test_prediction_of_a_trial_does_not_depend_on_that_trial():
     trials = _trials(0, 6)
     predictions = []
     for variant in range(2):
-        enc = PrequentialEncoder(["a"], n_voxels=6, n_units=6, lags=LAGS, alpha=1.0)
+        enc = PrequentialEncoder(["a"], n_voxels=6, n_units=6, lags=LAGS, alphas=[1.0])
         seen = _spy_predictions(enc)
         for t, (X, Y) in enumerate(trials):
             if t == 5 and variant == 1:
@@ -61,11 +61,11 @@ def test_random_targets_score_near_zero_although_learning_first_would_fit_them()
     n_frames, n_voxels = 8, 200
     X0, X1 = (rng.standard_normal((n_frames, 8)) for _ in range(2))
     Y0, Y1 = (rng.standard_normal((n_frames, n_voxels)) for _ in range(2))
-    enc = PrequentialEncoder(["a"], n_voxels=n_voxels, n_units=2, lags=LAGS, alpha=1e-6)
+    enc = PrequentialEncoder(["a"], n_voxels=n_voxels, n_units=2, lags=LAGS, alphas=[1e-6])
     enc.step(0, 0, {"a": X0}, Y0)
     trial_r = enc.step(1, 1, {"a": X1}, Y1)["a"]
 
-    cheat = OnlineRidge(alpha=1e-6, standardize=True)
+    cheat = OnlineRidge(alphas=[1e-6], standardize=True, dtype="float64")
     cheat.partial_fit(lagged(X0, LAGS), Y0).partial_fit(lagged(X1, LAGS), Y1)
     cheat_r = pearson_from_stats(frame_stats(cheat.predict(lagged(X1, LAGS)), Y1)).mean()
     assert cheat_r > 0.99
@@ -76,7 +76,8 @@ def test_random_targets_score_near_zero_although_learning_first_would_fit_them()
 def test_equals_batch_standardscaler_ridge_on_every_prefix(dtype, rtol):
     alpha = 3.0
     trials = _trials(3, 8, dtype=dtype)
-    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=8, lags=LAGS, alpha=alpha)
+    enc = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=8, lags=LAGS, alphas=[alpha],
+                             dtype=np.dtype(dtype).name)
     seen = _spy_predictions(enc)
     for t, (X, Y) in enumerate(trials):
         # Layer b sees other features (a scaled, shifted copy) of the same trial.
@@ -96,7 +97,7 @@ def test_equals_batch_standardscaler_ridge_on_every_prefix(dtype, rtol):
 def test_warmup_trials_are_learned_from_but_not_scored():
     trials = _trials(4, 9)
     warmup = 3
-    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=9, lags=LAGS, alpha=1.0, warmup=warmup)
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=9, lags=LAGS, alphas=[1.0], warmup=warmup)
     seen = _spy_predictions(enc)
     for t, (X, Y) in enumerate(trials):
         enc.step(t, t, {"a": X}, Y)
@@ -115,7 +116,7 @@ def test_warmup_trials_are_learned_from_but_not_scored():
 
 def test_repeated_sound_pools_into_one_row():
     trials = _trials(5, 4)
-    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=2, lags=LAGS, alpha=1.0)
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=2, lags=LAGS, alphas=[1.0])
     for t, (X, Y) in enumerate(trials):
         enc.step(t, t % 2, {"a": X}, Y)
     assert enc.unit_stats()[0, :, 0, 0].tolist() == [20.0, 20.0]
@@ -123,7 +124,7 @@ def test_repeated_sound_pools_into_one_row():
 
 def test_trial_r_is_the_voxel_mean_r_of_the_trial():
     trials = _trials(6, 5)
-    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=5, lags=LAGS, alpha=1.0)
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=5, lags=LAGS, alphas=[1.0])
     seen = _spy_predictions(enc)
     for t, (X, Y) in enumerate(trials):
         trial_r = enc.step(t, t, {"a": X}, Y)["a"]
@@ -166,6 +167,37 @@ def test_a_refused_trial_changes_nothing(features, frames, match):
     np.testing.assert_array_equal(enc.unit_stats(), before[0])
     for name, model in enc.models.items():
         assert model.n_samples_seen_ == before[1][name]["n_samples_seen_"]
-        np.testing.assert_array_equal(model.xx_, before[1][name]["xx_"])
+        np.testing.assert_array_equal(model.xx_.numpy(), before[1][name]["xx_"])
     X, Y = trials[2]
     assert enc.step(2, 2, {"a": X, "b": X}, Y)["a"] > 0.5  # and it still works
+
+
+def test_each_voxel_keeps_the_penalty_that_predicts_it_best():
+    # Voxels 0-2 follow the features, 3-5 are noise: the first want a light penalty, the others
+    # the heaviest of the grid.
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((4 * len(LAGS), 6)) * [1, 1, 1, 0, 0, 0]
+    enc = PrequentialEncoder(["a"], n_voxels=6, n_units=30, lags=LAGS, alphas=[0.1, 1e5])
+    for t in range(30):
+        X = rng.standard_normal((10, 4))
+        enc.step(t, t, {"a": X}, lagged(X, LAGS) @ W + 0.3 * rng.standard_normal((10, 6)))
+    assert enc.alpha()["a"].tolist() == [0.1] * 3 + [1e5] * 3
+    assert np.isnan(PrequentialEncoder(["a"], 6, 1).alpha()["a"]).all()  # nothing seen yet
+
+
+def test_drift_is_reported_where_and_when_the_mapping_changes():
+    rng = np.random.default_rng(9)
+    n_voxels, change = 12, 80
+    W = rng.standard_normal((4 * len(LAGS), n_voxels))
+    enc = PrequentialEncoder(["a"], n_voxels=n_voxels, n_units=140, lags=LAGS, alphas=[1.0],
+                             warmup=20, drift_threshold=3.0)
+    for t in range(140):
+        if t == change:  # the first half of the voxels remap to other features
+            W[:, : n_voxels // 2] = rng.standard_normal((W.shape[0], n_voxels // 2))
+        X = rng.standard_normal((10, 4))
+        enc.step(t, t, {"a": X}, lagged(X, LAGS) @ W + 0.3 * rng.standard_normal((10, n_voxels)))
+    events = enc.drift_events()
+    assert events.shape[1] == 3 and (events[:, 0] == 0).all()
+    first = {v: events[events[:, 2] == v, 1].min() for v in set(events[:, 2].tolist())}
+    assert set(first) == set(range(n_voxels // 2))  # where: the remapped voxels only
+    assert all(change <= t < change + 10 for t in first.values())  # when: right after

@@ -28,7 +28,7 @@ def test_demo_resolves_its_variants_and_the_compare_pairs():
     assert (v["continuous-shuffled"]["mode"], v["continuous-shuffled"]["order"]) == ("continuous", "shuffled")
     for cfg in v.values():  # the base reaches every variant, defaults fill the rest
         assert cfg["learning"]["lr"] == 3e-3 and cfg["learning"]["retention"] == 0.9
-        assert cfg["encoder"]["alpha"] == 10.0 and cfg["encoder"]["lags"] == [0, 1, 2, 3, 4, 5]
+        assert cfg["encoder"]["alphas"] == [1.0, 10.0, 100.0, 1000.0] and cfg["encoder"]["lags"] == [0, 1, 2, 3, 4, 5]
         assert cfg["data"]["tail_s"] == DEFAULTS["data"]["tail_s"]
         assert cfg["learning"]["mask_prob"] == DEFAULTS["learning"]["mask_prob"]
         assert cfg["model"]["checkpoint"] == "demo/checkpoint"
@@ -73,6 +73,12 @@ def test_unknown_key_lists_the_known_keys(tmp_path):
     ("seeds = [0, 'a']\n", r"seeds must be a list of integers, got \[0, 'a'\]"),
     ("[learning]\nlr = -1e-3\n", "learning.lr must be at least 0, got -0.001"),
     ("[model]\nthreads = 0\n", "model.threads must be at least 1, got 0"),
+    ("[encoder]\nalphas = [1.0, -2.0]\n", r"encoder.alphas must hold numbers >= 0, got \[1.0, -2.0\]"),
+    ("[encoder]\nalphas = []\n", "encoder.alphas must not be empty"),
+    ("[encoder]\nforgetting = 1.5\n", "encoder.forgetting must be at most 1.0, got 1.5"),
+    ("[encoder]\nforgetting = 0\n", "encoder.forgetting must be at least 1e-06"),
+    ("[encoder]\ndtype = 'float16'\n", "Allowed values are 'float32' and 'float64'"),
+    ("[encoder]\nalpha = 10.0\n", "unknown key 'encoder.alpha'.*alphas"),
     ("learning = 3\n", "learning must be a table"),
     ("[variants]\nx = 3\n", "variants.x must be a table"),
 ])
@@ -82,9 +88,11 @@ def test_wrong_type_names_the_path(tmp_path, text, message):
 
 
 def test_scalars_promote_to_lists_and_ints_to_floats(tmp_path):
-    cfg = load_scenario(_write(tmp_path, "seeds = 3\n[learning]\nlr = 1\n[data]\nsubjects = 'sub-01'\n")
-                        ).variants["default"]
+    cfg = load_scenario(_write(tmp_path, "seeds = 3\n[learning]\nlr = 1\n[data]\nsubjects = 'sub-01'\n"
+                                         "[encoder]\nalphas = [1, 10]\n")).variants["default"]
     assert cfg["seeds"] == [3] and cfg["data"]["subjects"] == ["sub-01"]
+    assert cfg["encoder"]["alphas"] == [1.0, 10.0]
+    assert all(isinstance(a, float) for a in cfg["encoder"]["alphas"])
     assert cfg["learning"]["lr"] == 1.0 and isinstance(cfg["learning"]["lr"], float)
 
 
@@ -112,7 +120,7 @@ def test_bad_variants_or_compare(tmp_path, text, message):
 
 @pytest.mark.parametrize("assignment, keys, value", [
     ("learning.lr=1e-3", ["learning", "lr"], 1e-3),
-    ("encoder.alpha = 10.0", ["encoder", "alpha"], 10.0),
+    ("encoder.alphas = [1, 10.0]", ["encoder", "alphas"], [1, 10.0]),
     ("encoder.lags=[0, 1, 2]", ["encoder", "lags"], [0, 1, 2]),
     ("seeds=3", ["seeds"], 3),
     ("order='shuffled'", ["order"], "shuffled"),

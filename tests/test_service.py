@@ -21,8 +21,8 @@ from replay import wire
 pytestmark = pytest.mark.timeout(60)
 
 LAYERS, LAGS, N_VOXELS, N_FRAMES = ["a", "b"], [0, 1, 2], 5, 9
-OPEN = {"layers": LAYERS, "n_voxels": N_VOXELS, "n_units": 4, "lags": LAGS, "alpha": 2.0,
-        "warmup": 2}
+OPEN = {"layers": LAYERS, "n_voxels": N_VOXELS, "n_units": 4, "lags": LAGS,
+        "alphas": [0.5, 2.0, 50.0], "warmup": 2}
 _names = itertools.count()
 
 
@@ -87,13 +87,14 @@ def served_inproc():
 
 def _local_run(trials):
     enc = PrequentialEncoder(LAYERS, OPEN["n_voxels"], OPEN["n_units"], OPEN["lags"],
-                             OPEN["alpha"], OPEN["warmup"])
+                             OPEN["alphas"], OPEN["warmup"])
     trial_r = []
     for t, (s, f, Y) in enumerate(trials):
         scores = enc.step(t, s, f, Y)
         trial_r.append(np.array([scores[n] for n in LAYERS]))
-    r, r2 = enc.r(), enc.r2()
+    r, r2, alpha = enc.r(), enc.r2(), enc.alpha()
     final = {"r": np.stack([r[n] for n in LAYERS]), "r2": np.stack([r2[n] for n in LAYERS]),
+             "alpha": np.stack([alpha[n] for n in LAYERS]), "drift": enc.drift_events(),
              "unit_stats": enc.unit_stats()}
     return trial_r, final
 
@@ -110,11 +111,14 @@ def test_round_trip_equals_a_local_encoder(served):
         final = client.finish("run-1")
     finally:
         client.close()
-    assert sorted(final) == ["r", "r2", "unit_stats"]
+    assert sorted(final) == ["alpha", "drift", "r", "r2", "unit_stats"]
     for name in final:
         np.testing.assert_array_equal(final[name], expected[name])
     assert final["r"].shape == (2, N_VOXELS) and final["unit_stats"].shape == (2, 4, 6, N_VOXELS)
     assert final["r"][0].mean() > 0.5 > final["r"][1].mean()  # a carries the signal, b does not
+    # Each voxel's penalty comes back from the grid: weaker for the layer that carries signal.
+    assert set(final["alpha"].ravel()) <= set(OPEN["alphas"])
+    assert final["alpha"][0].mean() < final["alpha"][1].mean()
     assert served.service.errors == 0 and served.service.runs == {}  # finish closed the run
 
 
