@@ -1,12 +1,13 @@
 """``python -m bench`` (``make bench``): run every benchmark, write JSON and docs/performance.md."""
 import json
+import os
 import platform
 import sys
 from pathlib import Path
 
-from . import encoder_step, learner_step
+from . import encoder_scale, encoder_step, learner_step
 
-BENCHES = (learner_step, encoder_step)
+BENCHES = (learner_step, encoder_step, encoder_scale)
 
 
 def main() -> int:
@@ -16,7 +17,8 @@ def main() -> int:
     for bench in BENCHES:
         result = bench.run()
         result["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
-                             "processor": platform.processor() or platform.machine()}
+                             "processor": platform.processor() or platform.machine(),
+                             "cores": os.cpu_count()}
         (out_dir / f"{bench.__name__.split('.')[-1]}.json").write_text(json.dumps(result, indent=2))
         sections.append(bench.markdown(result))
         print(sections[-1])
