@@ -171,6 +171,7 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
                      "score": per_layer[layers[best[name]]], "ci95": [low, high],
                      "score_normalised": normalised, "voxels_fdr05": significant,
                      "best_layer": layers[best[name]], "layers": per_layer,
+                     **_encoder_profile(groups, best[name]),
                      "n_runs": sum(len(g) for g in groups.values()),
                      "skipped_steps": int(sum(r["trials"].get("skipped_steps", np.zeros(0)).sum()
                                               for g in groups.values() for r in g)),
@@ -192,6 +193,20 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
                             "n_below_min": int((c < MIN_CEILING).sum())}
                         for s, c in ceilings.items()},
             "voxel_p_floor": 1.0 / (n_boot + 1)}
+
+
+def _encoder_profile(groups: dict[str, list[dict]], layer: int) -> dict:
+    """At the best layer: the voxels' median ridge penalty, and how many voxels of how many saw
+    their alignment change (a drift detection), over all runs; empty for runs made before the
+    encoder stored them."""
+    runs = [r for g in groups.values() for r in g if "alpha" in r["scores"]]
+    if not runs:
+        return {}
+    alphas = np.concatenate([r["scores"]["alpha"][layer] for r in runs])
+    drift = [r["scores"]["drift"] for r in runs]
+    changed = sum(len(np.unique(d[d[:, 0] == layer, 2])) for d in drift)
+    return {"alpha_median": float(np.nanmedian(alphas)),
+            "drift_voxels": [int(changed), int(sum(r["scores"]["alpha"].shape[1] for r in runs))]}
 
 
 def _alignment(by_variant: dict, rows: list[dict], n_perm: int, seed: int) -> list[dict]:
@@ -308,6 +323,12 @@ def format_table(summary: dict) -> str:
     for r in summary["runs"]:
         counts = ", ".join(f"{s} {k}/{n}" for s, (k, n) in r.get("voxels_fdr05", {}).items())
         lines.append(f"{r['name']}: voxels with r > 0 at FDR q < 0.05 (best layer): {counts}")
+    for r in summary["runs"]:
+        if "alpha_median" in r:
+            changed, total = r["drift_voxels"]
+            lines.append(f"{r['name']}: encoder at {r['best_layer']}: median ridge penalty "
+                         f"{r['alpha_median']:g}; alignment changed (drift) in {changed}/{total} "
+                         "voxels")
     for r in summary["runs"]:
         if r.get("skipped_steps"):
             lines.append(f"{r['name']}: {r['skipped_steps']} self-supervised steps skipped because "

@@ -75,6 +75,11 @@ def test_run_writes_every_run(finished):
         assert trials["delta_w"].shape == trials["trial_r"].shape == (N_EVENTS, n_layers)
         assert scores["r"].shape == scores["r2"].shape == (n_layers, N_VOXELS)
         assert scores["event_stats"].shape == (n_layers, N_EVENTS, 6, N_VOXELS)
+        # Each voxel's penalty comes from the scenario's grid (the default one here).
+        assert scores["alpha"].shape == (n_layers, N_VOXELS)
+        assert set(np.unique(scores["alpha"])) <= {1.0, 10.0, 100.0, 1000.0, 10000.0}
+        drift = scores["drift"]
+        assert drift.ndim == 2 and drift.shape[1] == 3 and drift.dtype == np.int64
         assert np.isfinite(scores["r"]).all() and np.isfinite(trials["trial_r"]).all()
         assert sorted(trials["event"].tolist()) == list(range(N_EVENTS))
         # The warm-up events (the first replayed) are not scored, every other one is.
@@ -106,6 +111,8 @@ def test_summary_json(finished, capsys):
     for row in rows.values():
         significant, total = row["voxels_fdr05"]["sub-01"]
         assert total == N_VOXELS and 0 <= significant <= total
+        assert 1.0 <= row["alpha_median"] <= 10000.0  # a median of the grid's values
+        assert row["drift_voxels"][1] == N_VOXELS and 0 <= row["drift_voxels"][0] <= N_VOXELS
     drift = {d["variant"]: d["layers"]["layer_1"] for d in summary["drift"]}
     assert sorted(drift) == ["continuous", "continuous-shuffled"]  # a frozen network never drifts
     assert drift["continuous"]["n_sounds"] == 6 and -1 <= drift["continuous"]["r"] <= 1
