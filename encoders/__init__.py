@@ -11,6 +11,7 @@ from .service import EncoderService
 from .stats import bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_test, score
 
 __all__ = ["CEILING_FORMULA", "noise_ceiling", "normalised_score", "spearman_brown", "fdr_bh",
-           "EncoderClient", "EncoderError", "spawn_service", "PageHinkley", "PrequentialEncoder", "lagged",
+           "EncoderClient", "EncoderError", "spawn_service", "PageHinkley", "PrequentialEncoder",
+           "lagged",
            "OnlineRidge", "PrequentialScore", "frame_stats", "pearson_from_stats", "r2_from_stats",
            "EncoderService", "bootstrap_ci", "paired_bootstrap", "paired_permutation_test", "score"]

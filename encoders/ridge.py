@@ -63,7 +63,8 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
     about ``1 / (1 - l)`` batches. The prequential errors that choose ``alpha_`` decay alike.
 
     It keeps the weight sum ``n``, the weighted means ``mx``, ``my`` and the centred co-moments
-    ``xx = Xc' Xc`` (float64, ``d x d``) and ``xy = Xc' Yc`` (``dtype``, ``d x v``), merged per batch
+    ``xx = Xc' Xc`` (float64, ``d x d``) and ``xy = Xc' Yc`` (``dtype``, ``d x v``), merged per
+    batch
     with Chan's update (``M = l M_a + M_b + (l n_a n_b / n) dx dy'``, ``d`` the differences of batch
     means), which holds the same information as raw sums without their cancellation when features
     sit far from zero. Predictions never form the weights: ``P = Z' xy + my`` with
@@ -138,11 +139,13 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
 
     def _params(self):
         """Checked ``(alphas float64 tensor, lags, torch dtype, device)``; one-line errors."""
-        values = self.alphas if isinstance(self.alphas, (list, tuple, np.ndarray)) else [self.alphas]
+        values = self.alphas
+        values = values if isinstance(values, (list, tuple, np.ndarray)) else [values]
         ok = len(values) > 0 and all(isinstance(a, numbers.Real) and not isinstance(a, bool)
                                      and np.isfinite(a) and a >= 0 for a in values)
         if not ok:
-            raise invalid_value("alphas", "a non-empty sequence of finite numbers >= 0", self.alphas)
+            raise invalid_value("alphas", "a non-empty sequence of finite numbers >= 0",
+                                self.alphas)
         f = self.forgetting
         if not (isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < f <= 1):
             raise invalid_value("forgetting", "numbers in (0, 1]", f)
@@ -151,7 +154,8 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
         try:
             device = torch.device(self.device)
         except (RuntimeError, TypeError):
-            raise invalid_value("device", "torch devices such as 'cpu' or 'cuda'", self.device) from None
+            raise invalid_value("device", "torch devices such as 'cpu' or 'cuda'",
+                                self.device) from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise invalid_value("device", "'cpu' here (torch sees no CUDA device)", self.device)
         lags = check_lags(self.lags)
@@ -415,7 +419,8 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
         missing = sorted((params | {"one_d", *_SCALARS, *_STATE}) - set(state))
         if missing:
             raise ValueError("Invalid value for the 'state' parameter. Allowed values are dicts "
-                             f"from OnlineRidge.state_dict(), but got one missing {missing} instead.")
+                             f"from OnlineRidge.state_dict(), but got one missing {missing} "
+                             "instead.")
         device = self.device
         self.set_params(**{k: state[k] for k in params if k != "device"})
         self.alphas, self.lags = tuple(state["alphas"].tolist()), tuple(state["lags"].tolist())

@@ -15,6 +15,7 @@ import sys
 from urllib.parse import urlparse
 
 import numpy as np
+import torch
 import zmq
 from threadpoolctl import threadpool_limits
 
@@ -69,6 +70,9 @@ class EncoderService:
         BLAS runs on ``threads`` threads meanwhile: the per-trial solves are small (a few hundred
         features), and two BLAS threads made them 2.4x slower than one on a 2-core machine.
         """
+        # torch has a thread pool of its own (the encoder's statistics are torch tensors): held to
+        # the same count, or its threads and the runs' processes fight over the cores.
+        torch.set_num_threads(self.threads)
         try:
             with threadpool_limits(limits=self.threads, user_api="blas"):
                 while True:

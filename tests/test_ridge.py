@@ -114,7 +114,8 @@ def test_forgetting_equals_batch_ridge_with_geometric_sample_weights(standardize
     for k, batch in enumerate(batches):
         model.partial_fit(X[batch], Y[batch])
         # A sample of batch j has weight lam ** (number of batches after it).
-        weight = np.concatenate([np.full(len(b), lam ** (k - j)) for j, b in enumerate(batches[:k + 1])])
+        weight = np.concatenate([np.full(len(b), lam ** (k - j))
+                                 for j, b in enumerate(batches[:k + 1])])
         end = batch[-1] + 1
         Xs = X[:end]
         if standardize:
@@ -174,7 +175,8 @@ def test_alpha_per_target_is_the_prequential_argmin():
     # Predictions and coefficients use each target's own alpha.
     for alpha in alphas:
         cols = model.alpha_ == alpha
-        np.testing.assert_allclose(model.predict(X)[:, cols], model.predict(X, alpha=alpha)[:, cols],
+        np.testing.assert_allclose(model.predict(X)[:, cols],
+                                   model.predict(X, alpha=alpha)[:, cols],
                                    rtol=1e-12)
         np.testing.assert_allclose(model.coef_[cols], model.coefficients(alpha)[0].numpy()[cols])
 
@@ -336,10 +338,11 @@ def test_memory_does_not_grow_with_samples():
     assert model.xy_.dtype == torch.float32 and model.xx_.dtype == torch.float64
 
 
-@parametrize_with_checks(
-    # float64: float32 products round differently by row block, beyond the checks' 1e-7.
-    [OnlineRidge(dtype="float64"), OnlineRidge(alphas=(0.1, 10.0), fit_intercept=False, standardize=True,
-                                dtype="float64")]  # lags make rows depend on their order
-)
+# float64: float32 products round differently by row block, beyond the checks' 1e-7. No lags:
+# they make a row's prediction depend on the rows before it, which the checks do not allow.
+@parametrize_with_checks([
+    OnlineRidge(dtype="float64"),
+    OnlineRidge(alphas=(0.1, 10.0), fit_intercept=False, standardize=True, dtype="float64"),
+])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

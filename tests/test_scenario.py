@@ -28,7 +28,7 @@ def test_demo_resolves_its_variants_and_the_compare_pairs():
     assert (v["continuous-shuffled"]["mode"], v["continuous-shuffled"]["order"]) == ("continuous", "shuffled")
     for cfg in v.values():  # the base reaches every variant, defaults fill the rest
         assert cfg["learning"]["lr"] == 3e-3 and cfg["learning"]["retention"] == 0.9
-        assert cfg["encoder"]["alphas"] == [1.0, 10.0, 100.0, 1000.0] and cfg["encoder"]["lags"] == [0, 1, 2, 3, 4, 5]
+        assert cfg["encoder"]["alphas"] == [1.0, 10.0, 100.0, 1000.0, 10000.0] and cfg["encoder"]["lags"] == [0, 1, 2, 3, 4, 5]
         assert cfg["data"]["tail_s"] == DEFAULTS["data"]["tail_s"]
         assert cfg["learning"]["mask_prob"] == DEFAULTS["learning"]["mask_prob"]
         assert cfg["model"]["checkpoint"] == "demo/checkpoint"
