@@ -297,10 +297,11 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
             if self.standardize:
                 std = torch.sqrt(torch.diagonal(self.xx_) / n)
                 scale = torch.where(std > 10 * torch.finfo(std.dtype).eps * mx.abs(), std, 1.0)
-            base = xx / torch.outer(scale, scale)
+            base = xx / torch.outer(scale, scale)  # a new tensor: xx_ itself is never changed
             factors = []
-            for alpha in alphas.tolist():  # one by one: faster than batched on CPU, and less memory
-                A = base.clone()
+            last = len(alphas) - 1
+            for k, alpha in enumerate(alphas.tolist()):  # one by one: faster than batched on CPU
+                A = base if k == last else base.clone()  # the last penalty takes base itself
                 A.diagonal().add_(alpha)
                 L, info = torch.linalg.cholesky_ex(A)
                 # Not positive definite (alpha = 0, rank deficient): a pseudo-inverse, from eigh.
