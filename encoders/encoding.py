@@ -59,7 +59,8 @@ class PrequentialEncoder:
         self.models = {name: OnlineRidge(alphas=alphas, lags=lags, forgetting=forgetting,
                                          standardize=True, device=device, dtype=dtype)
                        for name in self.layers}
-        self.models[self.layers[0]]._params()  # bad settings fail here, not on the first trial
+        # Bad settings fail here, not on the first trial; every layer's model shares them.
+        _, _, self._dtype, self._device = self.models[self.layers[0]]._params()
         self.scores = {name: PrequentialScore(n_units, n_voxels, warmup) for name in self.layers}
         self.detectors = {name: PageHinkley(self.n_voxels, threshold=drift_threshold)
                           for name in self.layers}
@@ -72,8 +73,7 @@ class PrequentialEncoder:
         """
         frames = np.asarray(frames)
         designs = self._check(trial, features, frames)
-        model = self.models[self.layers[0]]
-        _, _, dtype, device = model._params()
+        device, dtype = self._device, self._dtype
         Y = as_tensor(frames, device, dtype)
         trial_r = {}
         for name, X in designs.items():

@@ -1,8 +1,8 @@
 """The encoder service: prequential encoding models behind a ZeroMQ ROUTER socket.
 
 Run it with ``cortexreplay encoder serve --bind ENDPOINT`` (or ``python -m encoders``).
-Each client opens a *run* (layers, voxels, lags, penalty grid), then sends trials; the service predicts
-each trial before learning from it and answers with the trial's scores. A malformed or invalid
+Each client opens a *run* (layers, voxels, lags, penalty grid), then sends trials; the service
+predicts each trial before learning from it and answers with the trial's scores. A malformed or invalid
 request gets an ``error`` reply and is counted; the service never dies on bad input.
 docs/protocol.md gives every message.
 """
