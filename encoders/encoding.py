@@ -54,7 +54,7 @@ class PrequentialEncoder:
     def __init__(self, layers, n_voxels: int, n_units: int, lags=(0,), alphas=(1.0,),
                  warmup: int = 0, forgetting: float = 1.0, device: str = "cpu",
                  dtype: str = "float32", drift_threshold: float = 50.0):
-        self.layers, self.lags = list(layers), list(lags)
+        self.layers = list(layers)
         self.n_voxels = int(n_voxels)
         self.models = {name: OnlineRidge(alphas=alphas, lags=lags, forgetting=forgetting,
                                          standardize=True, device=device, dtype=dtype)

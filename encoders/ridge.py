@@ -64,10 +64,9 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
 
     It keeps the weight sum ``n``, the weighted means ``mx``, ``my`` and the centred co-moments
     ``xx = Xc' Xc`` (float64, ``d x d``) and ``xy = Xc' Yc`` (``dtype``, ``d x v``), merged per
-    batch
-    with Chan's update (``M = l M_a + M_b + (l n_a n_b / n) dx dy'``, ``d`` the differences of batch
-    means), which holds the same information as raw sums without their cancellation when features
-    sit far from zero. Predictions never form the weights: ``P = Z' xy + my`` with
+    batch with Chan's update (``M = l M_a + M_b + (l n_a n_b / n) dx dy'``, ``d`` the differences
+    of batch means), which holds the same information as raw sums without their cancellation when
+    features sit far from zero. Predictions never form the weights: ``P = Z' xy + my`` with
     ``Z = (xx + alpha S^2)^-1 (X - mx)'``, solved against the batch's few rows instead of every
     target, so predicting costs ``d^2 n_rows + d n_rows v`` (``S = I`` unless ``standardize``).
 
@@ -404,7 +403,7 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
     def state_dict(self):
         """Parameters and running statistics as ``{name: ndarray or scalar}`` (CPU copies)."""
         check_is_fitted(self)
-        state = {k: v for k, v in self.get_params().items()}
+        state = dict(self.get_params())
         state["alphas"] = np.asarray(self._params()[0].cpu().numpy())
         state["lags"] = np.asarray(check_lags(self.lags))
         state["one_d"] = bool(self._one_d)
@@ -422,7 +421,6 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
             raise ValueError("Invalid value for the 'state' parameter. Allowed values are dicts "
                              f"from OnlineRidge.state_dict(), but got one missing {missing} "
                              "instead.")
-        device = self.device
         self.set_params(**{k: state[k] for k in params if k != "device"})
         self.alphas, self.lags = tuple(state["alphas"].tolist()), tuple(state["lags"].tolist())
         _, _, dtype, device = self._params()

@@ -2,8 +2,8 @@
 
 Run it with ``cortexreplay encoder serve --bind ENDPOINT`` (or ``python -m encoders``).
 Each client opens a *run* (layers, voxels, lags, penalty grid), then sends trials; the service
-predicts each trial before learning from it and answers with the trial's scores. A malformed or invalid
-request gets an ``error`` reply and is counted; the service never dies on bad input.
+predicts each trial before learning from it and answers with the trial's scores. A malformed or
+invalid request gets an ``error`` reply and is counted; the service never dies on bad input.
 docs/protocol.md gives every message.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ from .encoding import PrequentialEncoder
 log = logging.getLogger("cortexreplay.encoder")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
-# Optional fields of an 'open' request, with their defaults (PrequentialEncoder's).
-OPEN_OPTIONS = {"forgetting": 1.0, "device": "cpu", "dtype": "float32", "drift_threshold": 50.0}
+# Optional fields of an 'open' request and their types; absent, PrequentialEncoder's defaults.
+OPEN_OPTIONS = {"forgetting": float, "device": str, "dtype": str, "drift_threshold": float}
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -119,7 +119,7 @@ class EncoderService:
             self.runs[str(h["run"])] = PrequentialEncoder(
                 h["layers"], n_voxels=int(h["n_voxels"]), n_units=int(h["n_units"]),
                 lags=h["lags"], alphas=[float(a) for a in h["alphas"]], warmup=int(h["warmup"]),
-                **{k: type(v)(h[k]) for k, v in OPEN_OPTIONS.items() if k in h})
+                **{k: kind(h[k]) for k, kind in OPEN_OPTIONS.items() if k in h})
             return "ack", {"run": h["run"]}, None
         if msg.kind == "trial":
             enc = self._run(h)
