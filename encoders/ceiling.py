@@ -38,12 +38,16 @@ def _check_responses(responses):
             "(n_sounds, n_repeats >= 2, n_frames, n_voxels) with no empty axis, but got shape "
             f"{responses.shape} instead."
         )
-    if not np.isfinite(responses).all():
-        raise ValueError(
-            "Invalid value for the 'responses' parameter. Allowed values are finite numbers, but "
-            f"got {int(np.count_nonzero(~np.isfinite(responses)))} non-finite values instead."
-        )
     return responses
+
+
+def _finite_stats(a, b):
+    """`frame_stats` of the rows where both ``a`` and ``b`` are finite, voxel by voxel: a frame
+    lost (NaN, inf) in any presentation leaves that frame out of the voxel's reliability."""
+    valid = np.isfinite(a) & np.isfinite(b)
+    stats = frame_stats(np.where(valid, a, 0.0), np.where(valid, b, 0.0))
+    stats[0] = valid.sum(axis=0)
+    return stats
 
 
 def _splits(n_repeats, n_splits, seed):
@@ -93,7 +97,7 @@ def split_half_reliability(responses, seed=0, n_splits=20):
     for first, second in splits:
         a = responses[:, first].mean(axis=1).reshape(n_sounds * n_frames, n_voxels)
         b = responses[:, second].mean(axis=1).reshape(n_sounds * n_frames, n_voxels)
-        r += pearson_from_stats(frame_stats(a, b))
+        r += pearson_from_stats(_finite_stats(a, b))
     return r / len(splits)
 
 

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import zmq
 
-from replay import wire
+from replay import tree, wire
+from replay.security import ClientCurve
 
 
 class EncoderError(RuntimeError):
@@ -17,55 +18,129 @@ class EncoderError(RuntimeError):
 
 
 class EncoderClient:
-    """Talks to one encoder service; one request, one reply, in order.
+    """Talks to one encoder service over a DEALER socket.
 
-    Every request carries a sequence number that the reply must echo, so a late reply to an
-    earlier request can never be taken for the answer to this one.
+    Every request carries a sequence number that its reply echoes, so a late reply can never be
+    taken for the answer to another request. Trials may be pipelined (`submit`): up to
+    ``window`` of them are in flight while the caller prepares the next, and `submit` waits for
+    the oldest reply before sending more, so a producer faster than the encoder is slowed to its
+    pace and memory stays bounded by the window (backpressure; nothing is dropped). The service
+    applies a run's trials in order, so pipelining changes no result.
     """
 
-    def __init__(self, endpoint: str, timeout_s: float = 120.0, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, timeout_s: float = 120.0, context: zmq.Context | None = None,
+                 curve: ClientCurve | None = None):
         self.endpoint = endpoint
         self.socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self.socket.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))
         self.socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:  # a service with keys answers only clients it knows (replay.security)
+            try:
+                curve.apply(self.socket)  # options must precede connect
+            except BaseException:
+                self.socket.close()
+                raise
         self.socket.connect(endpoint)
         self._seq = 0
+        self.window = 4  # trials in flight at most (see the class docstring)
+        self._in_flight: dict[int, tuple] = {}  # seq -> (kind, arrays kept alive)
+        self._replies: dict[int, wire.Message] = {}
+        self._trials: list[tuple[int, int]] = []  # (trial, seq) of trials sent, oldest first
+        self.max_in_flight = 0    # the most trials in flight at once (what the window bounds)
+        self.dropped_frames = 0   # frames the service left out (non-finite), over this client
 
-    def request(self, kind: str, fields: dict | None = None, arrays: dict | None = None) -> wire.Message:
+    def send(self, kind: str, fields: dict | None = None, arrays: dict | None = None) -> int:
+        """Send one request without waiting; return its sequence number (for `wait`)."""
         self._seq += 1
         wire.send(self.socket, kind, fields, arrays, seq=self._seq)
-        while True:
+        # Zero-copy payloads are read by ZeroMQ after send returns: keep them alive until answered.
+        self._in_flight[self._seq] = (kind, arrays)
+        return self._seq
+
+    def wait(self, seq: int) -> wire.Message:
+        """The reply to request ``seq``; replies to other requests that arrive first are kept."""
+        while seq not in self._replies:
             try:
                 reply = wire.recv(self.socket)
             except zmq.Again:
                 raise EncoderError(f"no reply from the encoder service at {self.endpoint} to "
-                                   f"{kind!r} request {self._seq}") from None
-            if reply.seq == self._seq:
-                break
+                                   f"{self._in_flight[seq][0]!r} request {seq}") from None
+            if reply.seq in self._in_flight:  # anything else answers a request given up on
+                self._replies[reply.seq] = reply
+        kind, _ = self._in_flight.pop(seq)
+        reply = self._replies.pop(seq)
         if reply.kind == "error":
             raise EncoderError(f"encoder service rejected {kind!r}: {reply.header.get('reason')}")
         return reply
 
+    def request(self, kind: str, fields: dict | None = None, arrays: dict | None = None) -> wire.Message:
+        """Send one request and wait for its reply. The service answers in order, so the reply
+        reflects every trial sent before; their own replies stay kept for `drain`."""
+        return self.wait(self.send(kind, fields, arrays))
+
     def open(self, run: str, layers, n_voxels: int, n_units: int, lags, alphas, warmup: int,
-             **options) -> None:
-        """Start a run; ``options`` are the optional fields of docs/protocol.md (``forgetting``,
-        ``device``, ``dtype``, ``drift_threshold``)."""
-        self.request("open", {"run": run, "layers": list(layers), "n_voxels": int(n_voxels),
-                              "n_units": int(n_units), "lags": [int(k) for k in lags],
-                              "alphas": [float(a) for a in alphas], "warmup": int(warmup),
-                              **options})
+             state: dict | None = None, **options) -> int:
+        """Start a run, or restore one from ``state`` (a tree from `snapshot`); return the trial
+        it expects next. ``options`` are the optional fields of docs/protocol.md
+        (``forgetting``, ``device``, ``dtype``, ``drift_threshold``)."""
+        fields = {"run": run, "layers": list(layers), "n_voxels": int(n_voxels),
+                  "n_units": int(n_units), "lags": [int(k) for k in lags],
+                  "alphas": [float(a) for a in alphas], "warmup": int(warmup), **options}
+        arrays = None
+        if state is not None:
+            fields["state"], flat = tree.flatten(state)
+            arrays = {f"state/{name}": a for name, a in flat.items()}
+        return int(self.request("open", fields, arrays).header.get("trial", 0))
 
     def trial(self, run: str, trial: int, unit: int, features: dict, frames: np.ndarray) -> np.ndarray:
-        """Send one trial; return its per-layer voxel-mean r (scored before the encoder learned)."""
+        """Send one trial and wait; return its per-layer voxel-mean r (scored before the encoder
+        learned from it). Trials already in flight are waited for first (their results
+        are then `drain`'s no more: use one way or the other)."""
+        self.submit(run, trial, unit, features, frames)
+        return self.drain()[-1][1]
+
+    def submit(self, run: str, trial: int, unit: int, features: dict,
+               frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Send one trial without waiting for it; return ``(trial, trial_r)`` of the trials whose
+        replies this call waited for (the oldest, when ``window`` trials were in flight)."""
+        done = []
+        while len(self._trials) >= self.window:
+            done.append(self._collect())
         arrays = {"frames": frames, **{f"features/{k}": v for k, v in features.items()}}
-        reply = self.request("trial", {"run": run, "trial": int(trial), "unit": int(unit)}, arrays)
-        return np.array(reply.arrays["trial_r"])
+        seq = self.send("trial", {"run": run, "trial": int(trial), "unit": int(unit)}, arrays)
+        self._trials.append((int(trial), seq))
+        self.max_in_flight = max(self.max_in_flight, len(self._trials))
+        return done
+
+    def drain(self) -> list[tuple[int, np.ndarray]]:
+        """Wait for every trial in flight; return their ``(trial, trial_r)`` in order."""
+        return [self._collect() for _ in range(len(self._trials))]
+
+    def _collect(self) -> tuple[int, np.ndarray]:
+        trial, seq = self._trials.pop(0)
+        reply = self.wait(seq)
+        self.dropped_frames += int(reply.header.get("dropped_frames", 0))
+        return trial, np.array(reply.arrays["trial_r"])
+
+    def snapshot(self, run: str) -> tuple[int, dict]:
+        """The run's encoder state after every trial sent so far: ``(next trial, state tree)``,
+        arrays copied out of the message (for a checkpoint)."""
+        reply = self.request("snapshot", {"run": run})
+        arrays = {name[len("state/"):]: np.array(a) for name, a in reply.arrays.items()}
+        return int(reply.header["trial"]), tree.unflatten(reply.header["state"], arrays)
+
+    def status(self) -> dict:
+        """The service's counters: ``errors``, ``trials``, ``duplicates`` and each open run's
+        next trial (``runs``)."""
+        return self.request("status").fields
 
     def finish(self, run: str) -> dict[str, np.ndarray]:
-        """Close a run; return its per-voxel ``r``, ``r2`` and ``alpha``, its ``drift`` events and
-        per-unit ``unit_stats``."""
+        """Close a run; return its per-voxel ``r``, ``r2`` and ``alpha``, its ``drift`` events,
+        per-unit ``unit_stats``, and the counts of ``trials`` and ``dropped_frames``."""
         reply = self.request("finish", {"run": run})
-        return {name: np.array(a) for name, a in reply.arrays.items()}
+        out = {name: np.array(a) for name, a in reply.arrays.items()}
+        out.update({k: int(reply.header.get(k, 0)) for k in ("trials", "dropped_frames")})
+        return out
 
     def shutdown(self) -> None:
         self.request("shutdown")

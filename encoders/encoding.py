@@ -65,6 +65,8 @@ class PrequentialEncoder:
         self.detectors = {name: PageHinkley(self.n_voxels, threshold=drift_threshold)
                           for name in self.layers}
         self._drift = {name: [] for name in self.layers}  # (trial, voxel) of every detection
+        self.trials_seen = 0      # trials stepped, scored or not
+        self.dropped_frames = 0   # frames left out because they held a non-finite value
 
     def step(self, trial: int, unit: int, features: dict, frames: np.ndarray) -> dict[str, float]:
         """Score then learn one trial; return the per-layer voxel-mean r of this trial.
@@ -73,11 +75,22 @@ class PrequentialEncoder:
         """
         frames = np.asarray(frames)
         designs = self._check(trial, features, frames)
+        # A frame with a NaN or inf (a lost or corrupted acquisition) is neither scored nor
+        # learned from, for every layer; it is counted. Its features still feed later lags.
+        keep = np.isfinite(frames).all(axis=1)
+        n_dropped = int(len(keep) - keep.sum())
+        self.dropped_frames += n_dropped
+        self.trials_seen += 1
+        if not keep.any():
+            return {name: float("nan") for name in self.layers}
+        rows = None if n_dropped == 0 else keep
         device, dtype = self._device, self._dtype
-        Y = as_tensor(frames, device, dtype)
+        # The dropped rows reach the ridge as zeros (it checks its input), and stay unused there.
+        Y = as_tensor(frames if rows is None else np.where(keep[:, None], frames, 0), device, dtype)
+        frames = frames if rows is None else frames[keep]
         trial_r = {}
         for name, X in designs.items():
-            P = self.models[name].test_then_train(as_tensor(X, device, dtype), Y)
+            P = self.models[name].test_then_train(as_tensor(X, device, dtype), Y, rows=rows)
             P = np.zeros_like(frames) if P is None else P.cpu().numpy()
             score = self.scores[name]
             trial_r[name] = score.update(trial, unit, P, frames)
@@ -97,8 +110,6 @@ class PrequentialEncoder:
             raise ValueError(f"Invalid value for the 'frames' parameter. Allowed values are 2-D "
                              f"arrays (n_frames, {self.n_voxels} voxels), but got shape "
                              f"{frames.shape} instead.")
-        if not np.isfinite(frames).all():
-            raise ValueError(f"the brain frames of trial {trial} hold non-finite values")
         designs = {}
         for name in self.layers:
             X = np.asarray(features[name])
@@ -142,3 +153,54 @@ class PrequentialEncoder:
     def unit_stats(self) -> np.ndarray:
         """(n_layers, n_units, 6, n_voxels) per-unit sufficient statistics."""
         return np.stack([self.scores[name].stats for name in self.layers])
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything learned so far, as a tree of arrays and JSON scalars (``replay.tree``)."""
+        state = {"trials_seen": self.trials_seen, "dropped_frames": self.dropped_frames}
+        for name in self.layers:
+            score, model = self.scores[name], self.models[name]
+            layer = {"score": {"stats": score.stats.copy(), "trial_stats": score.trial_stats.copy(),
+                               "n_scored_trials": score.n_scored_trials},
+                     "drift": self.detectors[name].state_dict(),
+                     "detections": np.array(self._drift[name], dtype=np.int64).reshape(-1, 2)}
+            if hasattr(model, "n_samples_seen_"):  # a layer's ridge exists after its first trial
+                layer["ridge"] = model.state_dict()
+            state[f"layer-{self.layers.index(name)}"] = layer
+        return state
+
+    def load_state_dict(self, state: dict) -> PrequentialEncoder:
+        """Restore what ``state_dict`` returned to an encoder opened with the same settings;
+        a state that does not fit changes nothing. Returns self."""
+        try:
+            layers = [state[f"layer-{i}"] for i in range(len(self.layers))]
+            scores = [{k: np.array(layer["score"][k], dtype=np.float64)
+                       for k in ("stats", "trial_stats")} for layer in layers]
+            for got, want in zip(scores, self.scores.values()):
+                if got["stats"].shape != want.stats.shape or got["trial_stats"].shape != \
+                        want.trial_stats.shape:
+                    raise ValueError(f"score sums of shape {got['stats'].shape}, but this run "
+                                     f"has {want.stats.shape}")
+            detectors = [PageHinkley(self.n_voxels).load_state_dict(layer["drift"])
+                         for layer in layers]
+            models = {}
+            for name, layer in zip(self.layers, layers):
+                models[name] = self.models[name]
+                if "ridge" in layer:
+                    models[name] = OnlineRidge().set_params(**self.models[name].get_params())
+                    models[name].load_state_dict(layer["ridge"])
+            counters = int(state["trials_seen"]), int(state["dropped_frames"])
+        except (KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"Invalid value for the 'state' parameter. Allowed values are trees "
+                             f"from PrequentialEncoder.state_dict(), but got one lacking {err}") \
+                from None
+        for name, layer, score, detector in zip(self.layers, layers, scores, detectors):
+            self.scores[name].stats, self.scores[name].trial_stats = score["stats"], \
+                score["trial_stats"]
+            self.scores[name].n_scored_trials = int(layer["score"]["n_scored_trials"])
+            self.detectors[name] = detector
+            self._drift[name] = [tuple(map(int, row)) for row in np.asarray(layer["detections"])]
+            self.models[name] = models[name]
+        self.trials_seen, self.dropped_frames = counters
+        return self

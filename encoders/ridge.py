@@ -223,16 +223,26 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
         self.test_then_train(X, y)
         return self
 
-    def test_then_train(self, X, y):
+    def test_then_train(self, X, y, rows=None):
         """Predict the batch at each target's ``alpha_``, then learn from it (prequential step).
 
-        Returns the prediction made before learning, shaped like ``y`` (a tensor for tensor
-        input), or None on the first batch, when there is nothing to predict from.
+        ``rows`` (bool, one per row of ``X``) keeps only those rows for prediction and learning;
+        the others still feed the lags of later rows (a brain frame lost, its sound not).
+        Returns the prediction made before learning, shaped like ``y`` (the kept rows; a tensor
+        for tensor input), or None on the first batch, when there is nothing to predict from.
         """
         if y is None:
             raise ValueError("OnlineRidge requires y to be passed, but the target y is None.")
         first = not hasattr(self, "n_samples_seen_")
         X, y, out_dtype = self._inputs(X, y, reset=first)
+        if rows is not None:
+            keep = torch.as_tensor(np.asarray(rows, dtype=bool), device=X.device)
+            if keep.shape != (X.shape[0],):
+                raise invalid_value("rows", f"a boolean array of {X.shape[0]} values", rows,
+                                    got=f"shape {tuple(keep.shape)}")
+            X, y = X[keep], y[keep]
+            if X.shape[0] == 0:  # nothing left to predict or learn from
+                return None
         one_d = y.ndim == 1
         Y = y.reshape(len(y), -1)
         if first:

@@ -12,55 +12,86 @@ import argparse
 import logging
 import os
 import sys
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 import zmq
 from threadpoolctl import threadpool_limits
 
-from replay import wire
+from replay import tree, wire
+from replay.security import ServerCurve, check_bind
 
 from .encoding import PrequentialEncoder
 
 log = logging.getLogger("cortexreplay.encoder")
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+# Replies kept per run for trials sent again (a client's window of trials in flight is smaller).
+KEPT_REPLIES = 64
+# Messages queued per monitor before the XPUB socket drops (monitoring may lose, and says so).
+MONITOR_HWM = 1000
 # Optional fields of an 'open' request and their types; absent, PrequentialEncoder's defaults.
 OPEN_OPTIONS = {"forgetting": float, "device": str, "dtype": str, "drift_threshold": float}
 
 
-def check_endpoint(endpoint: str) -> str:
-    """Allow loopback TCP, ipc:// and inproc:// only: the socket has no authentication yet.
+def check_endpoint(endpoint: str, curve: ServerCurve | None = None) -> str:
+    """Loopback TCP, ipc:// and inproc://, or any TCP address with Curve keys: see
+    :func:`replay.security.check_bind`.
 
     >>> check_endpoint("tcp://127.0.0.1:5555")
     'tcp://127.0.0.1:5555'
     """
-    scheme = endpoint.split("://", 1)[0]
-    if scheme in ("ipc", "inproc"):
-        return endpoint
-    host = urlparse(endpoint.replace("*", "0")).hostname if scheme == "tcp" else None
-    if scheme != "tcp" or host is None:
-        raise ValueError(f"Invalid endpoint {endpoint!r}: use tcp://127.0.0.1:PORT, ipc://PATH "
-                         "or inproc://NAME")
-    if host not in LOOPBACK_HOSTS:
-        raise ValueError(f"refusing to bind {endpoint!r}: the encoder socket is unauthenticated, "
-                         "so it binds to the loopback interface only (tcp://127.0.0.1:PORT)")
-    return endpoint
+    return check_bind(endpoint, curve)
+
+
+class RunSession:
+    """One open run: its encoder and the replies to its last trials (for re-delivery)."""
+
+    def __init__(self, encoder: PrequentialEncoder):
+        self.encoder = encoder
+        self.replies: dict[int, tuple] = {}
+
+    @property
+    def next_trial(self) -> int:
+        """The only trial index the run applies next (its sequence number)."""
+        return self.encoder.trials_seen
+
+    def keep(self, trial: int, reply: tuple) -> None:
+        self.replies[trial] = reply
+        self.replies.pop(trial - KEPT_REPLIES, None)
 
 
 class EncoderService:
     """A ROUTER socket serving :class:`PrequentialEncoder` runs, one request one reply."""
 
     def __init__(self, bind: str = "tcp://127.0.0.1:*", context: zmq.Context | None = None,
-                 threads: int = 1, parent_pid: int | None = None):
+                 threads: int = 1, parent_pid: int | None = None, curve: ServerCurve | None = None,
+                 monitor: str | None = None):
+        endpoint = check_endpoint(bind, curve)  # before any socket exists, so a refusal leaks none
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 1000)
-        self.socket.bind(check_endpoint(bind))
+        # With keys, only clients whose public key is in curve.clients_dir finish the handshake;
+        # the others never reach handle_one. The authenticator stops with serve_forever.
+        self.authenticator = None
+        try:
+            if curve is not None:
+                self.authenticator = curve.apply(self.socket)  # options must precede bind
+            self.socket.bind(endpoint)
+        except BaseException:
+            self.socket.close(linger=0)
+            if self.authenticator is not None:
+                self.authenticator.stop()
+            raise
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.runs: dict[str, PrequentialEncoder] = {}
-        self.errors = 0
+        self.monitor = self.monitor_endpoint = None
+        if monitor is not None:
+            self.monitor, self.monitor_endpoint = self._bind_monitor(monitor)
+        self._published = 0
+        self.runs: dict[str, RunSession] = {}
+        self.errors = self.trials = self.duplicates = 0
+        self._handlers = {"open": self._open, "trial": self._trial, "snapshot": self._snapshot,
+                          "finish": self._finish, "status": self._status,
+                          "shutdown": self._shutdown}
         self.threads, self.parent_pid = threads, parent_pid
         self._stopping = False
 
@@ -75,16 +106,59 @@ class EncoderService:
         torch.set_num_threads(self.threads)
         try:
             with threadpool_limits(limits=self.threads, user_api="blas"):
+                poller = zmq.Poller()
+                poller.register(self.socket, zmq.POLLIN)
+                if self.monitor is not None:
+                    poller.register(self.monitor, zmq.POLLIN)
                 while True:
-                    if not self.socket.poll(1000):
+                    ready = dict(poller.poll(1000))
+                    if not ready:
                         if self._orphaned():
                             log.warning("parent process %d is gone; stopping", self.parent_pid)
                             return
                         continue
-                    if not self.handle_one():
+                    if self.monitor in ready:
+                        self._greet()
+                    if self.socket in ready and not self.handle_one():
                         return
         finally:
             self.socket.close()
+            if self.monitor is not None:
+                self.monitor.close()
+            if self.authenticator is not None:
+                self.authenticator.stop()
+
+    def _bind_monitor(self, endpoint: str):
+        """An XPUB socket for monitors (loopback only: it has no keys). XPUB, not PUB, because
+        it sees each new subscription and can greet it (`_greet`)."""
+        sock = self.context.socket(zmq.XPUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, repeats too: each joiner is greeted
+        sock.setsockopt(zmq.SNDHWM, MONITOR_HWM)
+        try:
+            sock.bind(check_endpoint(endpoint))
+        except BaseException:
+            sock.close()
+            raise
+        return sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _publish(self, kind: str, fields: dict, arrays: dict | None = None) -> None:
+        """Send to monitors, never waiting: a slow monitor loses messages (past MONITOR_HWM),
+        and the publisher's own sequence number lets it count what it lost."""
+        if self.monitor is None:
+            return
+        self._published += 1
+        try:
+            wire.send(self.monitor, kind, fields, arrays, seq=self._published)
+        except zmq.Again:  # cannot happen with XPUB (it drops), kept so a monitor never blocks
+            pass
+
+    def _greet(self) -> None:
+        """Answer a new subscription with ``hello``: where the stream stands (the next ``seq``
+        and every open run's next trial), so a late joiner knows what it did not see."""
+        event = self.monitor.recv()
+        if event[:1] == b"\x01":
+            self._publish("hello", {"runs": {run: s.next_trial for run, s in self.runs.items()}})
 
     def _orphaned(self) -> bool:
         """True when the process that started us has died (so we never linger after it)."""
@@ -114,37 +188,85 @@ class EncoderService:
         return not self._stopping
 
     def _dispatch(self, msg: wire.Message):
-        h = msg.header
-        if msg.kind == "open":
-            self.runs[str(h["run"])] = PrequentialEncoder(
-                h["layers"], n_voxels=int(h["n_voxels"]), n_units=int(h["n_units"]),
-                lags=h["lags"], alphas=[float(a) for a in h["alphas"]], warmup=int(h["warmup"]),
-                **{k: kind(h[k]) for k, kind in OPEN_OPTIONS.items() if k in h})
-            return "ack", {"run": h["run"]}, None
-        if msg.kind == "trial":
-            enc = self._run(h)
-            features = {name[len("features/"):]: a for name, a in msg.arrays.items()
-                        if name.startswith("features/")}
-            if "frames" not in msg.arrays:
-                raise ValueError("a 'trial' message needs a 'frames' array")
-            trial_r = enc.step(int(h["trial"]), int(h["unit"]), features, msg.arrays["frames"])
-            return "scores", {"run": h["run"], "trial": h["trial"]}, {
-                "trial_r": np.array([trial_r[name] for name in enc.layers])}
-        if msg.kind == "finish":
-            enc = self.runs.pop(str(h["run"]), None) or self._run(h)
-            r, r2, alpha = enc.r(), enc.r2(), enc.alpha()
-            return "result", {"run": h["run"], "layers": enc.layers}, {
-                "r": np.stack([r[name] for name in enc.layers]),
-                "r2": np.stack([r2[name] for name in enc.layers]),
-                "alpha": np.stack([alpha[name] for name in enc.layers]),
-                "drift": enc.drift_events(),
-                "unit_stats": enc.unit_stats()}
-        if msg.kind == "shutdown":
-            self._stopping = True
-            return "ack", {}, None
-        raise ValueError(f"the encoder service does not take {msg.kind!r} requests")
+        handler = self._handlers.get(msg.kind)
+        if handler is None:
+            raise ValueError(f"the encoder service does not take {msg.kind!r} requests")
+        return handler(msg)
 
-    def _run(self, header) -> PrequentialEncoder:
+    def _open(self, msg):
+        h = msg.header
+        encoder = PrequentialEncoder(
+            h["layers"], n_voxels=int(h["n_voxels"]), n_units=int(h["n_units"]),
+            lags=h["lags"], alphas=[float(a) for a in h["alphas"]], warmup=int(h["warmup"]),
+            **{k: kind(h[k]) for k, kind in OPEN_OPTIONS.items() if k in h})
+        if "state" in h:  # a resumed run: the encoder as it was at a checkpoint
+            arrays = {name[len("state/"):]: a for name, a in msg.arrays.items()
+                      if name.startswith("state/")}
+            encoder.load_state_dict(tree.unflatten(h["state"], arrays))
+        # Opening a run again replaces it: the client resumes from its own checkpoint.
+        self.runs[str(h["run"])] = RunSession(encoder)
+        return "ack", {"run": h["run"], "trial": encoder.trials_seen}, None
+
+    def _trial(self, msg):
+        h = msg.header
+        session, trial = self._run(h), h["trial"]
+        if not wire.is_int(trial):
+            raise ValueError(f"'trial' must be an integer, but got {trial!r}")
+        if trial < session.next_trial:  # re-delivered: answer again, apply nothing
+            if trial not in session.replies:
+                raise ValueError(f"trial {trial} of run {h['run']!r} was applied already and its "
+                                 f"reply is no longer kept; the run is at trial {session.next_trial}")
+            self.duplicates += 1
+            return session.replies[trial]
+        if trial > session.next_trial:
+            raise ValueError(f"run {h['run']!r} expects trial {session.next_trial} next, but got "
+                             f"trial {trial}: trials are applied in order, none skipped; send "
+                             f"trial {session.next_trial}")
+        enc = session.encoder
+        features = {name[len("features/"):]: a for name, a in msg.arrays.items()
+                    if name.startswith("features/")}
+        if "frames" not in msg.arrays:
+            raise ValueError("a 'trial' message needs a 'frames' array")
+        dropped = enc.dropped_frames
+        trial_r = enc.step(trial, int(h["unit"]), features, msg.arrays["frames"])
+        reply = ("scores", {"run": h["run"], "trial": trial,
+                            "dropped_frames": enc.dropped_frames - dropped},
+                 {"trial_r": np.array([trial_r[name] for name in enc.layers])})
+        session.keep(trial, reply)
+        self.trials += 1
+        self._publish("progress", {"run": h["run"], "trial": trial, **reply[1]},
+                      {"trial_r": reply[2]["trial_r"]})
+        return reply
+
+    def _snapshot(self, msg):
+        h = msg.header
+        session = self._run(h)
+        scalars, arrays = tree.flatten(session.encoder.state_dict())
+        return "state", {"run": h["run"], "trial": session.next_trial, "state": scalars}, {
+            f"state/{name}": a for name, a in arrays.items()}
+
+    def _finish(self, msg):
+        h = msg.header
+        enc = (self.runs.pop(str(h["run"]), None) or self._run(h)).encoder
+        r, r2, alpha = enc.r(), enc.r2(), enc.alpha()
+        return "result", {"run": h["run"], "layers": enc.layers,
+                          "trials": enc.trials_seen, "dropped_frames": enc.dropped_frames}, {
+            "r": np.stack([r[name] for name in enc.layers]),
+            "r2": np.stack([r2[name] for name in enc.layers]),
+            "alpha": np.stack([alpha[name] for name in enc.layers]),
+            "drift": enc.drift_events(),
+            "unit_stats": enc.unit_stats()}
+
+    def _status(self, msg):
+        return "ack", {"errors": self.errors, "trials": self.trials,
+                       "duplicates": self.duplicates,
+                       "runs": {run: s.next_trial for run, s in self.runs.items()}}, None
+
+    def _shutdown(self, msg):
+        self._stopping = True
+        return "ack", {}, None
+
+    def _run(self, header) -> RunSession:
         run = str(header["run"])
         if run not in self.runs:
             raise ValueError(f"unknown run {run!r}: send an 'open' request first")
@@ -155,14 +277,25 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cortexreplay encoder serve",
                                      description="Serve prequential encoding models over ZeroMQ.")
     parser.add_argument("--bind", default="tcp://127.0.0.1:*",
-                        help="endpoint to bind (loopback only; '*' picks a free port)")
+                        help="endpoint to bind (loopback only without Curve keys; '*' picks a "
+                             "free port)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="stop when this process (the one that started the service) dies")
+    parser.add_argument("--curve-secret", metavar="FILE", default=None,
+                        help="the service's NAME.key_secret (from 'cortexreplay keys'): encrypt "
+                             "and authenticate; with --curve-clients")
+    parser.add_argument("--curve-clients", metavar="DIR", default=None,
+                        help="folder of the public .key files of the clients let in")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
-        service = EncoderService(args.bind, threads=args.threads, parent_pid=args.parent_pid)
+        if (args.curve_secret is None) != (args.curve_clients is None):
+            raise ValueError("--curve-secret and --curve-clients go together: give both or neither")
+        curve = (ServerCurve(args.curve_secret, args.curve_clients)
+                 if args.curve_secret is not None else None)
+        service = EncoderService(args.bind, threads=args.threads, parent_pid=args.parent_pid,
+                                 curve=curve)
     except (ValueError, zmq.ZMQError) as err:
         print(f"cortexreplay encoder serve: {err}", file=sys.stderr)
         return 2

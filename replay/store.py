@@ -8,8 +8,12 @@ Layout (every array carries Zarr v3 ``dimension_names``, so xarray opens it with
       subjects/<s>/voxels/coords    (voxel, xyz) float32; group attrs regions (one label per voxel)
       subjects/<s>/sessions/<k>/responses   (frame, voxel) float32, attrs frame_rate_hz
       subjects/<s>/sessions/<k>/events/{onset_s, stimulus, duration_s, repeat}   (event,)
+
+``validate`` refuses a store that would replay wrongly: broken metadata, missing or corrupted
+chunks, events of stimuli without usable audio; NaN frames follow the policy of ``replay.trials``.
 """
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,11 @@ FORMAT = "cortexreplay.recording"
 STORE_VERSION = 1
 MODALITIES = ("fus", "fmri")
 EVENT_FIELDS = {"onset_s": np.float64, "stimulus": np.int64, "duration_s": np.float64, "repeat": np.int64}
+MAX_NONFINITE_FRACTION = 0.1  # a voxel non-finite in more of a session's frames is masked (replay.trials)
+MAX_CHANNELS = 8  # write_stimuli downmixes (n_samples, n_channels) waveforms up to this many channels
+# Zarr skips chunks equal to the fill value by default, and reads a missing chunk as that fill
+# value; writing every chunk lets validate() tell an interrupted write from a silent sound.
+_EVERY_CHUNK = {"write_empty_chunks": True}
 
 
 class StoreError(ValueError):
@@ -65,7 +74,7 @@ class SessionWriter(_Closing):
         self.responses = group.create_array(
             "responses", shape=(0, n_voxels), chunks=(chunk_frames, n_voxels), dtype="float32",
             dimension_names=("frame", "voxel"), attributes={"frame_rate_hz": float(frame_rate_hz)},
-            overwrite=True)
+            overwrite=True, config=_EVERY_CHUNK)
         self._buffer, self._n_buffered = [], 0
         self._events_set = self.closed = False
 
@@ -152,13 +161,15 @@ class RecordingWriter(_Closing):
         return self._root.attrs
 
     def write_stimuli(self, audio, sample_rate, names=None, categories=None):
-        """Write the sounds: a list of 1-D waveforms of any lengths, or a 2-D array (n_stimuli, n_samples)."""
-        rows = [np.asarray(a, dtype=np.float32) for a in audio]  # a 2-D array iterates over its rows
+        """Write the sounds: a list of waveforms of any lengths, or a 2-D array (n_stimuli, n_samples).
+
+        A waveform is 1-D (n_samples,), or 2-D (n_samples, n_channels) as soundfile reads it, with
+        n_channels <= 8 and n_samples > n_channels: it is stored downmixed to mono (channel mean).
+        """
+        rows = [self._mono(i, a) for i, a in enumerate(audio)]  # a 2-D array iterates over its rows
         n = len(rows)
         names = [f"stim{i:03d}" for i in range(n)] if names is None else [str(s) for s in names]
         categories = ["unknown"] * n if categories is None else [str(c) for c in categories]
-        if any(r.ndim != 1 for r in rows):
-            raise StoreError("stimuli/audio: each waveform must be 1-D; pass a list of 1-D arrays or a 2-D array")
         if not (np.isscalar(sample_rate) and sample_rate > 0 and int(sample_rate) == sample_rate):
             raise StoreError(f"stimuli: sample_rate must be a positive integer (Hz), but got {sample_rate!r}")
         if len(names) != n or len(categories) != n:
@@ -168,13 +179,24 @@ class RecordingWriter(_Closing):
         width = int(lengths.max(initial=0))
         # One chunk per sound: a trial reads exactly one chunk.
         arr = self._root.create_array("stimuli/audio", shape=(n, width), chunks=(1, max(1, width)),
-                                      dtype="float32", dimension_names=("stimulus", "sample"))
+                                      dtype="float32", dimension_names=("stimulus", "sample"),
+                                      config=_EVERY_CHUNK)
         for i, r in enumerate(rows):  # loop over sounds (hundreds), not samples
             arr[i] = np.pad(r, (0, width - len(r)))
         self._root.create_array("stimuli/lengths", shape=(n,), chunks=(max(1, n),), dtype="int64",
                                 dimension_names=("stimulus",))[:] = lengths
         self._root["stimuli"].attrs.update(
             {"sample_rate": int(sample_rate), "names": names, "categories": categories})
+
+    def _mono(self, i, wave):
+        """Stimulus i as a 1-D float32 waveform; (n_samples, n_channels) is averaged over channels."""
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim == 2 and wave.shape[1] <= MAX_CHANNELS and wave.shape[0] > wave.shape[1]:
+            return wave.mean(axis=1, dtype=np.float32)
+        if wave.ndim != 1:
+            raise StoreError(f"{self.path.name}/stimuli/audio: stimulus {i} has shape {wave.shape}; pass "
+                             f"(n_samples,) or (n_samples, n_channels <= {MAX_CHANNELS}) to downmix to mono")
+        return wave
 
     def write_voxels(self, subject, coords, regions=None):
         """Write a subject's voxel coordinates (n_voxels, 3) and one region label per voxel."""
@@ -245,6 +267,7 @@ class Recording:
     def __repr__(self):
         return f"<Recording {self._name}: {self.modality}, {self.n_stimuli} stimuli, subjects {self.subjects}>"
 
+    name = property(lambda self: self._name, doc="The store's file name, as error messages give it.")
     modality = property(lambda self: self._root.attrs["modality"])
     attrs = property(lambda self: self._root.attrs.asdict(), doc="Root attributes (a copy).")
     sample_rate = property(lambda self: int(self._stim_attrs["sample_rate"]))
@@ -302,87 +325,214 @@ def open_recording(path, validate=True):
 
 
 def validate(path):
-    """Raise ``StoreError`` on the first problem of the store at ``path``; return None if it is sound."""
-    name = Path(path).name
+    """Raise ``StoreError`` on the first problem of the store at ``path``; return None if it is sound.
 
-    def fail(key, problem):
-        raise StoreError(f"{name}/{key}: {problem}" if key else f"{name}: {problem}")
-
-    def need(key, ndim):
-        node = root.get(key)
-        if not isinstance(node, zarr.Array):
-            fail(key, "missing array; rewrite the store with RecordingWriter")
-        if node.ndim != ndim:
-            fail(key, f"has {node.ndim} dimensions {node.shape}, expected {ndim}")
-        return node
-
-    try:
-        root = zarr.open_group(path, mode="r")
-    except (OSError, ValueError):
-        fail("", f"not a Zarr group; expected a {FORMAT} store written by RecordingWriter")
+    Reads every chunk of ``responses`` and ``stimuli/audio`` once, one at a time, so a missing or
+    corrupted chunk, or a sound no model can hear, is found before any run starts.
+    """
+    check = _Check(path)
+    root = check.root
     attrs = root.attrs.asdict()
     if attrs.get("format") != FORMAT:
-        fail("", f"format attribute is {attrs.get('format')!r}, expected {FORMAT!r}; is this a recording store?")
+        check.fail("", f"format attribute is {attrs.get('format')!r}, expected {FORMAT!r}; "
+                       "is this a recording store?")
     if attrs.get("version") != STORE_VERSION:
-        fail("", f"store version {attrs.get('version')!r}, but this cortexreplay reads version {STORE_VERSION}")
+        check.fail("", f"store version {attrs.get('version')!r}, but this cortexreplay reads version {STORE_VERSION}")
     if attrs.get("modality") not in MODALITIES:
-        fail("", f"modality attribute is {attrs.get('modality')!r}, allowed values are {list(MODALITIES)}")
+        check.fail("", f"modality attribute is {attrs.get('modality')!r}, allowed values are {list(MODALITIES)}")
 
-    audio, lengths = need("stimuli/audio", 2), need("stimuli/lengths", 1)
+    audio, lengths = check.need("stimuli/audio", 2), check.need("stimuli/lengths", 1)
     n_stim, stim_attrs = audio.shape[0], root["stimuli"].attrs.asdict()
     if lengths.shape[0] != n_stim:
-        fail("stimuli/lengths", f"{lengths.shape[0]} lengths for {n_stim} audio rows; they must match")
-    for i in np.flatnonzero((lengths[:] < 0) | (lengths[:] > audio.shape[1]))[:1]:
-        fail("stimuli/lengths", f"stimulus {i} has length {lengths[i]}, outside 0-{audio.shape[1]}")
+        check.fail("stimuli/lengths", f"{lengths.shape[0]} lengths for {n_stim} audio rows; they must match")
+    lengths = check.read("stimuli/lengths", lengths)
+    for i in np.flatnonzero((lengths < 0) | (lengths > audio.shape[1]))[:1]:
+        check.fail("stimuli/lengths", f"stimulus {i} has length {lengths[i]}, outside 0-{audio.shape[1]}")
     rate = stim_attrs.get("sample_rate")
     if not isinstance(rate, int) or rate <= 0:
-        fail("stimuli", f"sample_rate attribute is {rate!r}; it must be a positive integer (Hz)")
+        check.fail("stimuli", f"sample_rate attribute is {rate!r}; it must be a positive integer (Hz)")
     for key in ("names", "categories"):
         if len(stim_attrs.get(key, [])) != n_stim:
-            fail("stimuli", f"{key} attribute has {len(stim_attrs.get(key, []))} entries for {n_stim} stimuli")
+            check.fail("stimuli", f"{key} attribute has {len(stim_attrs.get(key, []))} entries for {n_stim} stimuli")
 
+    sessions, used = [], {}  # used: stimulus -> (session, event) of its first presentation
     for s in _children(root, "subjects", sorted):
-        n_vox = need(f"subjects/{s}/voxels/coords", 2).shape
+        n_vox = check.need(f"subjects/{s}/voxels/coords", 2).shape
         if n_vox[1] != 3:
-            fail(f"subjects/{s}/voxels/coords", f"shape {n_vox}, expected (n_voxels, 3)")
+            check.fail(f"subjects/{s}/voxels/coords", f"shape {n_vox}, expected (n_voxels, 3)")
         n_regions = len(root[f"subjects/{s}/voxels"].attrs.get("regions", []))
         if n_regions != n_vox[0]:
-            fail(f"subjects/{s}/voxels", f"{n_regions} region labels for {n_vox[0]} voxels; give one per voxel")
+            check.fail(f"subjects/{s}/voxels", f"{n_regions} region labels for {n_vox[0]} voxels; give one per voxel")
         for k in _children(root, f"subjects/{s}/sessions", _natural):
-            _validate_session(root, f"subjects/{s}/sessions/{k}", n_vox[0], n_stim, need, fail)
+            key = f"subjects/{s}/sessions/{k}"
+            responses, stimulus = _validate_session(check, key, n_vox[0], n_stim)
+            sessions.append((key, responses))
+            for i, e in zip(*np.unique(stimulus, return_index=True)):  # a loop over sounds
+                used.setdefault(int(i), (key, int(e)))
+    # Sounds before frames: they are cheaper to read, and as likely to be wrong.
+    _validate_audio(check, audio, lengths, stim_attrs.get("names", []), used)
+    for key, responses in sessions:
+        check.complete(f"{key}/responses", responses)
+        _scan_nonfinite(responses, f"{check.name}/{key}/responses", MAX_NONFINITE_FRACTION)
 
 
 _validate_store = validate
 
 
-def _validate_session(root, key, n_voxels, n_stimuli, need, fail):
-    """Check one session's responses and events (helpers ``need`` and ``fail`` come from ``validate``)."""
-    responses = need(f"{key}/responses", 2)
+def _one_line(err):
+    return " ".join(str(err).split())
+
+
+def _read(where, array, selection, what):
+    """``array[selection]``; a chunk that does not decode (``what``) becomes a ``StoreError``."""
+    try:
+        return array[selection]
+    except (RuntimeError, ValueError) as err:  # what codecs raise: zstd RuntimeError, a wrong size ValueError
+        raise StoreError(f"{where}: {what} does not decode ({_one_line(err)}); the store is corrupted: "
+                         "rewrite it with RecordingWriter") from err
+
+
+class _Check:
+    """What ``validate`` needs at hand: the store's root, and one wording of every failure."""
+
+    def __init__(self, path):
+        self.name = Path(path).name
+        if Path(path).is_dir():  # a local store: its metadata files can be checked before zarr reads them
+            self._nodes(Path(path), "")
+        try:
+            self.root = zarr.open_group(path, mode="r")
+        except (OSError, ValueError):
+            self.fail("", f"not a Zarr group; expected a {FORMAT} store written by RecordingWriter")
+
+    def fail(self, key, problem):
+        raise StoreError(f"{self.name}/{key}: {problem}" if key else f"{self.name}: {problem}")
+
+    def _nodes(self, folder, key):
+        """Check the zarr.json of the node in ``folder`` and, for a group, of every node below it.
+
+        Zarr takes a group whose zarr.json is lost for no group at all, so its arrays would just
+        vanish from the replay; and it reports bad JSON without saying which file.
+        """
+        try:
+            meta = json.loads((folder / "zarr.json").read_bytes())
+        except FileNotFoundError:
+            if not key:
+                self.fail("", f"not a Zarr group (no zarr.json); expected a {FORMAT} store written by "
+                              "RecordingWriter")
+            self.fail(key, "zarr.json is missing (the metadata of this array or group is lost); "
+                           "rewrite the store with RecordingWriter")
+        except ValueError as err:  # JSONDecodeError or UnicodeDecodeError
+            self.fail(key, f"zarr.json is not valid JSON ({_one_line(err)}); the metadata is corrupted: "
+                           "rewrite the store with RecordingWriter")
+        node_type = meta.get("node_type") if isinstance(meta, dict) else None
+        if node_type not in ("array", "group"):
+            self.fail(key, f"zarr.json is not Zarr v3 metadata (node_type {node_type!r}); "
+                           "rewrite the store with RecordingWriter")
+        if node_type == "group":  # an array's folder holds only chunks
+            for child in sorted(folder.iterdir()):
+                if child.is_dir() and not child.name.startswith("."):
+                    self._nodes(child, f"{key}/{child.name}" if key else child.name)
+
+    def need(self, key, ndim):
+        """The array at ``key``, with ``ndim`` dimensions."""
+        try:
+            node = self.root.get(key)
+        except (TypeError, ValueError, KeyError) as err:  # zarr.json that is JSON but not valid metadata
+            self.fail(key, f"unreadable metadata ({_one_line(err)}); rewrite the store with RecordingWriter")
+        if not isinstance(node, zarr.Array):
+            self.fail(key, "missing array; rewrite the store with RecordingWriter")
+        if node.ndim != ndim:
+            self.fail(key, f"has {node.ndim} dimensions {node.shape}, expected {ndim}")
+        return node
+
+    def read(self, key, array, selection=slice(None), what="its chunk"):
+        return _read(f"{self.name}/{key}", array, selection, what)
+
+    def complete(self, key, array):
+        """Refuse an array with chunks missing: zarr would read them as zeros, silently."""
+        missing = array.nchunks - array.nchunks_initialized
+        if missing > 0:
+            self.fail(key, f"{missing} of {array.nchunks} chunks are missing (an interrupted write?), "
+                           "which would read as zeros; rewrite the store with RecordingWriter")
+
+
+def _validate_session(check, key, n_voxels, n_stimuli):
+    """Check one session's metadata and events; return its responses array and events' stimuli."""
+    responses = check.need(f"{key}/responses", 2)
     n_frames = responses.shape[0]
     if responses.shape[1] != n_voxels:
-        fail(f"{key}/responses", f"{responses.shape[1]} voxels, but voxels/coords has {n_voxels}; they must match")
+        check.fail(f"{key}/responses", f"{responses.shape[1]} voxels, but voxels/coords has {n_voxels}; "
+                   "they must match")
     rate = responses.attrs.get("frame_rate_hz")
     if not isinstance(rate, (int, float)) or not rate > 0:
-        fail(f"{key}/responses", f"frame_rate_hz attribute is {rate!r}; it must be a positive number (Hz)")
-    ev = {k: need(f"{key}/events/{k}", 1)[:] for k in EVENT_FIELDS}
+        check.fail(f"{key}/responses", f"frame_rate_hz attribute is {rate!r}; it must be a positive number (Hz)")
+    ev = {k: check.read(f"{key}/events/{k}", check.need(f"{key}/events/{k}", 1)) for k in EVENT_FIELDS}
     if len({len(a) for a in ev.values()}) > 1:
-        fail(f"{key}/events", f"arrays of unequal length {({k: len(a) for k, a in ev.items()})}")
-    for i in np.flatnonzero((ev["stimulus"] < 0) | (ev["stimulus"] >= n_stimuli))[:1]:
-        fail(f"{key}/events/stimulus", f"event {i} points to stimulus {ev['stimulus'][i]}, but the store "
-             f"has {n_stimuli} stimuli (indices 0-{n_stimuli - 1})")
+        check.fail(f"{key}/events", f"arrays of unequal length {({k: len(a) for k, a in ev.items()})}")
+    bad = np.flatnonzero((ev["stimulus"] < 0) | (ev["stimulus"] >= n_stimuli))
+    if bad.size:
+        indices = f"indices 0-{n_stimuli - 1}" if n_stimuli else "none"
+        check.fail(f"{key}/events/stimulus", f"event {bad[0]} points to stimulus {ev['stimulus'][bad[0]]}, "
+                   f"but the store has {n_stimuli} stimuli ({indices}), and {bad.size} event(s) point past "
+                   "them; write the missing stimuli or drop those events")
     start, stop = ev["onset_s"] * rate, (ev["onset_s"] + ev["duration_s"]) * rate
     # A small tolerance: onset + duration is a float sum that may land a hair past the last frame.
     for i in np.flatnonzero((ev["onset_s"] < 0) | (ev["duration_s"] < 0) | (start >= n_frames)
                             | (stop > n_frames + 1e-6))[:1]:
-        fail(f"{key}/events/onset_s", f"event {i} spans {ev['onset_s'][i]:g}-"
-             f"{ev['onset_s'][i] + ev['duration_s'][i]:g} s, outside the recording "
-             f"(0-{n_frames / rate:g} s, {n_frames} frames at {rate:g} Hz)")
+        check.fail(f"{key}/events/onset_s", f"event {i} spans {ev['onset_s'][i]:g}-"
+                   f"{ev['onset_s'][i] + ev['duration_s'][i]:g} s, outside the recording "
+                   f"(0-{n_frames / rate:g} s, {n_frames} frames at {rate:g} Hz)")
+    return responses, ev["stimulus"]
+
+
+def _validate_audio(check, audio, lengths, names, used):
+    """Read every sound once (one chunk each); refuse empty, silent or non-finite audio that an
+    event plays (``used``: stimulus -> (session, event)); a sound no event plays may be empty."""
+    check.complete("stimuli/audio", audio)
+    for i in range(audio.shape[0]):  # a loop over sounds, one chunk each
+        wave = check.read("stimuli/audio", audio, i, f"the chunk of stimulus {i}")[: lengths[i]]
+        if i not in used:
+            continue
+        problem = ("is empty (0 samples)" if len(wave) == 0
+                   else "holds non-finite samples (NaN or inf)" if not np.isfinite(wave).all()
+                   # wav2vec 2.0 divides a waveform by its standard deviation
+                   else "is silent (every sample is 0)" if not wave.any() else None)
+        if problem:
+            key, event = used[i]
+            check.fail("stimuli/audio", f"stimulus {i} ({names[i]!r}) {problem}, but event {event} of {key} "
+                                        "plays it; give it audio or remove its events")
+
+
+def _scan_nonfinite(responses, where, max_fraction):
+    """Count the non-finite frames of each voxel of a (frame, voxel) array, reading it chunk by
+    chunk, and mask the voxels non-finite in more than ``max_fraction`` of the frames; refuse
+    (``StoreError`` naming ``where``) a session left without usable frames (``replay.trials``
+    states the policy). Returns ``(mask, counts)``, bool and int64 arrays (n_voxels,).
+    """
+    n_frames, n_voxels = responses.shape
     step = responses.chunks[0]
-    for start in range(0, n_frames, step):  # chunk by chunk: never the whole array in memory
-        bad = np.argwhere(~np.isfinite(responses[start:start + step]))
-        if bad.size:
-            fail(f"{key}/responses", f"non-finite value (NaN or inf) at frame {start + bad[0, 0]}, voxel "
-                 f"{bad[0, 1]}; clean or mask it before writing")
+
+    def chunks():  # chunk by chunk: never the whole array in memory
+        for start in range(0, n_frames, step):
+            what = f"the chunk of frames {start}-{min(start + step, n_frames) - 1}"
+            yield ~np.isfinite(_read(where, responses, slice(start, start + step), what))
+
+    counts, n_bad_frames = np.zeros(n_voxels, dtype=np.int64), 0
+    for bad in chunks():
+        counts += bad.sum(axis=0)
+        n_bad_frames += int(bad.any(axis=1).sum())
+    mask = counts > max_fraction * n_frames
+    if n_voxels and mask.all():
+        raise StoreError(f"{where}: every voxel is non-finite (NaN or inf) in more than {max_fraction * 100:g}% of "
+                         f"the {n_frames} frames, so every voxel would be masked; clean the responses or "
+                         "drop this session")
+    if 2 * n_bad_frames > n_frames:  # only then can the frames left after masking be too few
+        n_bad_frames = sum(int(bad[:, ~mask].any(axis=1).sum()) for bad in chunks())
+        if 2 * n_bad_frames > n_frames:
+            raise StoreError(f"{where}: {n_bad_frames} of {n_frames} frames hold a non-finite value (NaN or "
+                             "inf) outside the masked voxels, more than half; clean the responses or drop "
+                             "this session")
+    return mask, counts
 
 
 def describe(path):

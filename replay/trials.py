@@ -1,4 +1,11 @@
-"""The replay engine: a session's events as trials, in the recorded or another order."""
+"""The replay engine: a session's events as trials, in the recorded or another order.
+
+Non-finite frames (NaN, inf): a voxel non-finite in more than ``MAX_NONFINITE_FRACTION`` (0.1) of a
+session's frames is masked for the whole replay (0.0 in every trial's frames; its scores are
+reported NaN). Every other non-finite value stays NaN: the encoder drops any frame that still holds
+one from scoring and learning, and counts it. A session with every voxel masked, or with more than
+half of its frames non-finite after masking, is refused (``StoreError``).
+"""
 from __future__ import annotations
 
 import math
@@ -7,8 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import resample_poly
 
+from .checks import invalid_value
 from .clock import Pacer
 from .ordering import event_order
+# The policy's scan lives beside validate(), which applies it too; the constant is re-exported here.
+from .store import MAX_NONFINITE_FRACTION, _scan_nonfinite
 
 DEFAULT_TAIL_S = 6.0  # hemodynamic tail kept after each sound (covers an fUS/BOLD response)
 
@@ -18,7 +28,8 @@ class Trial:
     """One sound and the brain frames that belong to it.
 
     ``frames`` run from the sound's onset to ``duration_s + tail_s`` later (clipped to the
-    recording), so they include the hemodynamic tail after the sound.
+    recording), so they include the hemodynamic tail after the sound; masked voxels are 0.0, other
+    non-finite values stay NaN (the module's policy).
     """
 
     index: int            # position in the replay
@@ -60,19 +71,63 @@ def frame_window(onset_s: float, duration_s: float, tail_s: float, frame_rate: f
     return slice(start, min(stop, n_frames))
 
 
+def nonfinite_voxels(recording, subject: str, session: str,
+                     max_fraction: float = MAX_NONFINITE_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """The voxels the module's policy masks, and each voxel's number of non-finite frames.
+
+    Returns ``(mask, counts)``, bool and int64 arrays (n_voxels,); reads the responses chunk by
+    chunk. Raises ``StoreError`` for a session the policy refuses.
+
+    >>> import tempfile
+    >>> from replay.store import RecordingWriter, open_recording
+    >>> Y = np.ones((20, 3), np.float32); Y[:, 0] = np.nan; Y[4, 1] = np.inf
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> with RecordingWriter(tmp.name + "/rec.zarr") as w:
+    ...     w.write_stimuli([np.ones(8)], sample_rate=4)
+    ...     w.write_voxels("s1", np.zeros((3, 3)))
+    ...     w.write_session("s1", 0, Y, 1.0, dict(onset_s=[0.0], stimulus=[0], duration_s=[2.0], repeat=[0]))
+    >>> mask, counts = nonfinite_voxels(open_recording(tmp.name + "/rec.zarr"), "s1", 0)
+    >>> mask.tolist(), counts.tolist()
+    ([True, False, False], [20, 1, 0])
+    >>> tmp.cleanup()
+    """
+    if not (isinstance(max_fraction, (int, float)) and 0 <= max_fraction < 1):
+        raise invalid_value("max_fraction", "numbers in [0, 1)", max_fraction)
+    responses = recording.responses(subject, session)
+    return _scan_nonfinite(responses, f"{recording.name}/{responses.path}", max_fraction)
+
+
+def _voxel_mask(masked_voxels, recording, subject, session, n_voxels) -> np.ndarray:
+    """``masked_voxels`` checked, or the policy's mask when it is None."""
+    if masked_voxels is None:
+        return nonfinite_voxels(recording, subject, session)[0]
+    mask = np.asarray(masked_voxels)
+    if mask.dtype != bool or mask.shape != (n_voxels,):
+        raise invalid_value("masked_voxels", f"boolean arrays of shape ({n_voxels},)",
+                            got=f"an array of dtype {mask.dtype} and shape {mask.shape}")
+    return mask
+
+
+def _masked(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    # np.where builds a new array: what zarr returned (or any caller's buffer) is never written to.
+    return np.where(mask, np.float32(0.0), frames) if mask.any() else frames
+
+
 def replay_session(recording, subject: str, session: str, order: str = "recorded", seed: int = 0,
                    sample_rate: int | None = None, tail_s: float = DEFAULT_TAIL_S,
-                   speed: float | None = None, start: int = 0):
+                   speed: float | None = None, start: int = 0, masked_voxels=None):
     """Yield the session's :class:`Trial` objects in ``order``.
 
     ``sample_rate`` resamples waveforms to the model's rate; ``speed`` paces the replay at real
     time times ``speed`` (None: as fast as possible); ``start`` skips the first trials of the
-    replay order (resuming).
+    replay order (resuming). ``masked_voxels`` (bool, (n_voxels,)) are set to 0.0 in every
+    trial's frames; None masks those of `nonfinite_voxels`, which scans the session once first.
     """
     events = recording.events(subject, session)
     if len(events) == 0:
         raise ValueError(f"subject {subject!r} session {session!r} has no events to replay")
     responses = recording.responses(subject, session)
+    mask = _voxel_mask(masked_voxels, recording, subject, session, responses.shape[1])
     rate = recording.frame_rate(subject, session)
     sr_in = recording.sample_rate
     sr_out = sample_rate or sr_in
@@ -93,10 +148,12 @@ def replay_session(recording, subject: str, session: str, order: str = "recorded
                     onset_s=float(events.onset_s[e]), duration_s=float(events.duration_s[e]),
                     offset_s=float(events.onset_s[e] - window.start / rate),
                     waveform=resample(recording.audio(s), sr_in, sr_out), sample_rate=sr_out,
-                    frames=np.asarray(responses[window], dtype=np.float32), frame_rate=rate)
+                    frames=_masked(np.asarray(responses[window], dtype=np.float32), mask),
+                    frame_rate=rate)
 
 
-def repeated_responses(recording, subject: str, session: str, tail_s: float = DEFAULT_TAIL_S):
+def repeated_responses(recording, subject: str, session: str, tail_s: float = DEFAULT_TAIL_S,
+                       masked_voxels=None):
     """Brain frames of repeated presentations, for noise ceilings.
 
     Returns ``(responses, stimuli)``: ``responses`` is (n_sounds, n_repeats, n_frames, n_voxels)
@@ -104,6 +161,8 @@ def repeated_responses(recording, subject: str, session: str, tail_s: float = DE
     presentations, in recorded order), where ``n_repeats`` is the smallest number of presentations
     among sounds heard more than once; windows are cut like trials' (`frame_window`) and trimmed
     to the shortest. ``stimuli`` lists the sounds. None when no sound is repeated.
+    ``masked_voxels`` are 0.0, as in `replay_session`; other non-finite values stay NaN where they
+    are, so a ceiling computed from ``responses`` must skip or refuse them.
     """
     events = recording.events(subject, session)
     data = recording.responses(subject, session)
@@ -118,8 +177,10 @@ def repeated_responses(recording, subject: str, session: str, tail_s: float = DE
     length = min(w.stop - w.start for ws in windows.values() for w in ws)
     if length < 1:  # a presentation cut off by the end of the recording
         return None
+    mask = _voxel_mask(masked_voxels, recording, subject, session, data.shape[1])
     out = np.empty((len(stimuli), n_repeats, length, data.shape[1]), dtype=np.float32)
     for i, s in enumerate(stimuli):
         for j, w in enumerate(windows[s]):
             out[i, j] = data[w.start:w.start + length]
+    out[..., mask] = 0.0  # out is ours: zeroing it in place touches nothing stored
     return out, stimuli

@@ -38,7 +38,8 @@ import zmq
 from .checks import allowed_values
 
 PROTOCOL_VERSION = 1
-KINDS = ("open", "trial", "scores", "finish", "result", "ack", "error", "shutdown")
+KINDS = ("open", "trial", "scores", "snapshot", "state", "finish", "result", "status", "ack",
+         "error", "shutdown", "hello", "progress")
 DTYPES = ("float32", "float64", "int32", "int64", "uint8", "bool")
 RESERVED = ("v", "kind", "seq", "ts", "arrays")
 MAX_HEADER_BYTES = 65536
@@ -100,7 +101,8 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def _is_int(x) -> bool:
+def is_int(x) -> bool:
+    """True for a Python int that is not a bool (JSON integers, as decoded)."""
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -220,25 +222,25 @@ def _parse_header(raw: memoryview) -> dict:
 
 def _check_envelope(header: dict, topic: memoryview) -> str:
     version = header.get("v")
-    if not _is_int(version) or version != PROTOCOL_VERSION:
+    if not is_int(version) or version != PROTOCOL_VERSION:
         raise ProtocolError(
             f"Invalid protocol version. Allowed value is {PROTOCOL_VERSION}, "
-            f"but got {version!r} instead."
+            f"but got {version!r:.60} instead."
         )
     kind = header.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
         allowed = allowed_values(KINDS)
         raise ProtocolError(
-            f"Invalid message kind. Allowed values are {allowed}, but got {kind!r} instead."
+            f"Invalid message kind. Allowed values are {allowed}, but got {kind!r:.60} instead."
         )
     if bytes(topic) != kind.encode("ascii"):
         raise ProtocolError(f"topic {_short(topic)} does not match the header kind {kind!r}")
     seq = header.get("seq")
-    if not _is_int(seq) or seq < 0:
-        raise ProtocolError(f"header 'seq' must be a non-negative integer, but got {seq!r}")
+    if not is_int(seq) or seq < 0:
+        raise ProtocolError(f"header 'seq' must be a non-negative integer, but got {seq!r:.60}")
     ts = header.get("ts")
-    if not (_is_int(ts) or isinstance(ts, float) and math.isfinite(ts)):
-        raise ProtocolError(f"header 'ts' must be a finite number, but got {ts!r}")
+    if not (is_int(ts) or isinstance(ts, float) and math.isfinite(ts)):
+        raise ProtocolError(f"header 'ts' must be a finite number, but got {ts!r:.60}")
     return kind
 
 
@@ -254,20 +256,30 @@ def _check_spec(spec, position: int) -> tuple[str, np.dtype, tuple[int, ...], in
     if not isinstance(dtype, str) or dtype not in DTYPES:
         allowed = allowed_values(DTYPES)
         raise ProtocolError(
-            f"Invalid dtype for array {name!r}. Allowed values are {allowed}, "
-            f"but got {dtype!r} instead."
+            f"Invalid dtype for array {name!r:.60}. Allowed values are {allowed}, "
+            f"but got {dtype!r:.60} instead."
         )
     if not isinstance(shape, list) or len(shape) > MAX_NDIM:
         raise ProtocolError(
-            f"shape of array {name!r} must be a list of at most {MAX_NDIM} integers, but got {shape!r}"
+            f"shape of array {name!r:.60} must be a list of at most {MAX_NDIM} integers, "
+            f"but got {shape!r:.60}"
         )
-    if not all(_is_int(n) and n >= 0 for n in shape):
+    if not all(is_int(n) and n >= 0 for n in shape):
         raise ProtocolError(
-            f"shape of array {name!r} must hold non-negative integers, but got {shape!r}"
+            f"shape of array {name!r:.60} must hold non-negative integers, but got {shape!r:.60}"
         )
     wire_dtype = np.dtype(dtype).newbyteorder("<")
-    # Python ints: a huge declared shape cannot overflow, it just fails the length check.
-    return name, wire_dtype, tuple(shape), math.prod(shape) * wire_dtype.itemsize
+    # Python ints: a huge declared shape cannot overflow, it just fails the length check...
+    nbytes = math.prod(shape) * wire_dtype.itemsize
+    # ...unless it is empty (a 0 in it): then numpy's reshape would raise its own ValueError if the
+    # other dimensions times the itemsize overflow its index type.
+    limit = np.iinfo(np.intp).max
+    if nbytes == 0 and math.prod(n for n in shape if n) * wire_dtype.itemsize > limit:
+        raise ProtocolError(
+            f"shape of array {name!r:.60} must fit numpy's index type (non-zero dimensions times "
+            f"the itemsize at most {limit}), but got {shape!r:.60}"
+        )
+    return name, wire_dtype, tuple(shape), nbytes
 
 
 def decode(frames) -> Message:
@@ -315,8 +327,10 @@ def decode(frames) -> Message:
         raise ProtocolError(f"array names must be unique, but got {names!r:.120}")
     for (name, _, _, nbytes), payload in zip(checked, payloads):
         if len(payload) != nbytes:
+            # str() of an int past 4300 digits raises ValueError: name a huge size by a power of 2.
+            size = nbytes if nbytes.bit_length() <= 1024 else f"at least 2**{nbytes.bit_length() - 1}"
             raise ProtocolError(
-                f"array {name!r} declares {nbytes} bytes but its frame has {len(payload)}"
+                f"array {name!r:.60} declares {size} bytes but its frame has {len(payload)}"
             )
     arrays = {}
     for (name, dtype, shape, _), payload in zip(checked, payloads):

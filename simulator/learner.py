@@ -17,6 +17,11 @@ from .ssl import RandomStreams, ssl_step
 MODES = ("frozen", "continuous", "reset")
 
 
+def _numpy(value):
+    """A CPU numpy copy of a tensor (AdamW's step counter included); other values as they are."""
+    return value.detach().cpu().numpy().copy() if torch.is_tensor(value) else value
+
+
 @dataclass
 class TrialRecord:
     """What learning from one sound did: means over its steps, and per-layer weight change."""
@@ -92,6 +97,34 @@ class Learner:
         self._optimizer0 = None if mode != "reset" else {
             p: {k: v.clone() if torch.is_tensor(v) else v for k, v in self.optimizer.state[p].items()}
             for p in self._params if p in self.optimizer.state}
+
+    def state_dict(self) -> dict:
+        """What learning has changed, to resume exactly: weights, AdamW state and the random
+        streams, as a tree of numpy arrays and JSON scalars (``replay.tree``). The starting
+        weights are not in it: they are the checkpoint's, rebuilt by ``build_learner``."""
+        optimizer = self.optimizer.state_dict()
+        return {"model": {k: _numpy(v) for k, v in self.model.state_dict().items()},
+                "optimizer": {"state": {str(i): {k: _numpy(v) for k, v in s.items()}
+                                        for i, s in optimizer["state"].items()} or {"none": 0},
+                              "param_groups": {str(i): g for i, g in
+                                               enumerate(optimizer["param_groups"])}},
+                "streams": self.streams.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from what `state_dict` returned, for the same model and mode."""
+        device = next(self.model.parameters()).device
+        self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
+                                    state["model"].items()})
+        saved = state["optimizer"]
+        groups = [saved["param_groups"][str(i)] for i in range(len(saved["param_groups"]))]
+        for group in groups:
+            group["betas"] = tuple(group["betas"])  # JSON keeps tuples as lists
+        self.optimizer.load_state_dict({
+            "state": {int(i): {k: torch.from_numpy(np.array(v)).to(device if v.ndim else "cpu")
+                               for k, v in s.items()}
+                      for i, s in saved["state"].items() if i != "none"},
+            "param_groups": groups})
+        self.streams.load_state_dict(state["streams"])
 
     def observe(self, wave, sample_rate: float, frame_rate: float,
                 offset_s: float = 0.0) -> tuple[dict[str, np.ndarray], TrialRecord]:

@@ -7,6 +7,7 @@ and alone writes each finished run to the results store.
 """
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import queue as queue_module
@@ -22,9 +23,10 @@ from river.utils import Rolling
 from threadpoolctl import threadpool_limits
 
 from encoders.ceiling import CEILING_FORMULA, noise_ceiling
-from encoders.client import EncoderClient, spawn_service
+from encoders.client import EncoderClient, EncoderError, spawn_service
 from replay.store import open_recording
-from replay.trials import repeated_responses, replay_session
+from replay.tree import flatten, unflatten
+from replay.trials import nonfinite_voxels, repeated_responses, replay_session
 
 from .modes import build_learner
 from .model import layer_names
@@ -32,10 +34,12 @@ from .pretrain import load_checkpoint
 from .alignment import pattern_drift
 from .results import (RunResult, completed_config, open_results, provenance, write_brain_drift,
                       write_ceiling, write_run)
+from .run_checkpoint import RunCheckpoint
 from .scenario import RunSpec, Scenario, ScenarioError
 
 TRIAL_FIELDS = ("loss", "contrastive", "diversity", "perplexity", "grad_norm", "skipped_steps")
 TIMERS = ("features", "learn", "encoder", "total")
+CHECKPOINT_EVERY = 25  # trials between a run's checkpoints (`cortexreplay run --checkpoint-every`)
 
 
 def align(features: np.ndarray, n_frames: int) -> np.ndarray:
@@ -50,15 +54,21 @@ def align(features: np.ndarray, n_frames: int) -> np.ndarray:
     return out
 
 
-def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> RunResult:
-    """Replay one run; return what it produced. Runs in a worker process."""
+def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None,
+                checkpoint: tuple[str, int, bool] | None = None) -> RunResult:
+    """Replay one run; return what it produced. Runs in a worker process.
+
+    ``checkpoint`` is ``(results path, every N trials, resume)``: the run saves a
+    `RunCheckpoint` every N trials (0: never) and, with ``resume``, continues from the last one.
+    """
     torch.set_num_threads(spec.config["model"]["threads"])
     with threadpool_limits(limits=spec.config["model"]["threads"], user_api="blas"):
-        return _execute_run(spec, store, endpoint, progress)
+        return _execute_run(spec, store, endpoint, progress, checkpoint)
 
 
-def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> RunResult:
+def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, checkpoint) -> RunResult:
     cfg = spec.config
+    parent = os.getppid()
     recording = open_recording(store, validate=False)  # the parent validated it
     learner = build_learner(cfg, spec.seed, recording)
     all_layers = layer_names(learner.model)
@@ -69,31 +79,52 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
     session = cfg["data"]["session"]
     n_events = len(recording.events(spec.subject, session))
     n_voxels = recording.responses(spec.subject, session).shape[1]
-    client = EncoderClient(endpoint)
-    enc = cfg["encoder"]
-    # The service may serve runs of several results stores (or several commands) at once.
-    session_key = f"{spec.run_id}@{uuid.uuid4().hex}"
-    # Per-*event* scores (the resampling unit is regrouped into sounds by the summary), so runs
-    # that replay the same events in different orders can be compared on the same scored trials.
-    client.open(session_key, layers, n_voxels, n_events, enc["lags"], enc["alphas"], enc["warmup"],
-                **{k: enc[k] for k in ("forgetting", "device", "dtype", "drift_threshold")})
+    masked, _ = nonfinite_voxels(recording, spec.subject, session)
+    results, every, resume = checkpoint or ("", 0, False)
+    saver = RunCheckpoint(results, spec.run_id) if results else None
     rows = {k: [] for k in ("event", "stimulus", "repeat", *TRIAL_FIELDS, "delta_w", "trial_r",
                             *(f"time_{t}" for t in TIMERS))}
+    start, encoder_state = 0, None
+    if saver is not None:
+        saver.acquire()  # held until this process ends: a stale worker cannot write beside us
+        if resume and saver.exists():
+            start, state = saver.load(cfg)
+            learner.load_state_dict(state["learner"])
+            encoder_state = state["encoder"]
+            rows = {k: list(v) for k, v in flatten(state["rows"])[1].items()}
+    client = EncoderClient(endpoint)
+    enc = cfg["encoder"]
+    # One key per run and results store: a resumed run reopens (replaces) its own session in a
+    # service that outlived the run, and runs of other stores never collide with it.
+    session_key = f"{spec.run_id}@{_digest(results or uuid.uuid4().hex)}"
+    # Per-*event* scores (the resampling unit is regrouped into sounds by the summary), so runs
+    # that replay the same events in different orders can be compared on the same scored trials.
+    expected = client.open(session_key, layers, n_voxels, n_events, enc["lags"], enc["alphas"],
+                           enc["warmup"], state=encoder_state,
+                           **{k: enc[k] for k in ("forgetting", "device", "dtype", "drift_threshold")})
+    if expected != start:
+        raise EncoderError(f"the encoder restored run {spec.run_id} at trial {expected}, but its "
+                           f"checkpoint is at trial {start}")
+    trial_r = {i: r for i, r in enumerate(rows.pop("trial_r"))}
     trials = replay_session(recording, spec.subject, session, order=cfg["order"], seed=spec.seed,
                             sample_rate=cfg["model"]["sample_rate"], tail_s=cfg["data"]["tail_s"],
-                            speed=cfg["data"]["speed"] or None)
+                            speed=cfg["data"]["speed"] or None, start=start, masked_voxels=masked)
     for trial in trials:
+        if os.getppid() != parent:  # the run that started us is gone: stop, write nothing more
+            raise SystemExit(f"run {spec.run_id}: the parent process died")
         t0 = time.perf_counter()
         features, record = learner.observe(trial.waveform, trial.sample_rate, trial.frame_rate,
                                            trial.offset_s)
         t2 = time.perf_counter()
         aligned = {name: align(features[name], len(trial.frames)) for name in layers}
-        trial_r = client.trial(session_key, trial.index, trial.event, aligned, trial.frames)
+        # Pipelined: the encoder scores this trial while the learner takes the next sound; the
+        # time recorded is what sending (and waiting for room in the window) cost this trial.
+        collected = client.submit(session_key, trial.index, trial.event, aligned, trial.frames)
+        trial_r.update(collected)
         t3 = time.perf_counter()
         for k, v in (("event", trial.event), ("stimulus", trial.stimulus), ("repeat", trial.repeat),
                      ("delta_w", [record.delta_w[name] for name in all_layers]),
-                     ("trial_r", trial_r), ("time_features", record.time_features),
-                     ("time_learn", record.time_learn),
+                     ("time_features", record.time_features), ("time_learn", record.time_learn),
                      ("time_encoder", t3 - t2), ("time_total", t3 - t0)):
             rows[k].append(v)
         for k in TRIAL_FIELDS:
@@ -101,51 +132,88 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress=None) -> Run
         for name in layers:  # the sound's mean activation, for representational drift
             rows.setdefault(f"pooled/{name}", []).append(features[name].mean(axis=0))
         if progress is not None:
-            progress.put((spec.run_id, trial.index, record.loss, float(np.max(trial_r))))
+            # The newest score the encoder has returned (a trial or two behind, pipelined).
+            last_r = float(np.max(collected[-1][1])) if collected else float("nan")
+            progress.put((spec.run_id, trial.index, record.loss, last_r))
+        done = trial.index + 1
+        if saver is not None and every and done % every == 0 and done < n_events:
+            trial_r.update(client.drain())
+            at, state = client.snapshot(session_key)
+            saver.save(at, {"learner": learner.state_dict(), "encoder": state,
+                            "rows": unflatten({}, _row_arrays({**rows,
+                                                               "trial_r": _ordered(trial_r)}))},
+                       cfg)
+    trial_r.update(client.drain())
     final = client.finish(session_key)
     client.close()
+    rows["trial_r"] = _ordered(trial_r)
     attrs = {"run_id": spec.run_id, "variant": spec.variant, "subject": spec.subject,
              "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
              "layers": layers, "delta_w_layers": all_layers, "store": str(store),
-             "n_events": n_events, "provenance": provenance()}
-    trial_arrays = {k: np.asarray(v, dtype=np.int64 if k in ("event", "stimulus", "repeat", "skipped_steps")
-                                  else np.float32 if k.startswith("pooled/") else np.float64)
-                    for k, v in rows.items()}
-    return RunResult(spec.run_id, attrs, trial_arrays,
-                     {"r": final["r"], "r2": final["r2"], "alpha": final["alpha"],
-                      "drift": final["drift"], "event_stats": final["unit_stats"]})
+             "n_events": n_events, "provenance": provenance(),
+             "masked_voxels": int(masked.sum()), "dropped_frames": int(final["dropped_frames"])}
+    scores = {"r": final["r"], "r2": final["r2"], "alpha": final["alpha"], "drift": final["drift"],
+              "event_stats": final["unit_stats"]}
+    for name in ("r", "r2"):  # a masked voxel was sent as zeros: it has no score
+        scores[name][:, masked] = np.nan
+    return RunResult(spec.run_id, attrs, _row_arrays(rows), scores)
+
+
+def _ordered(trial_r: dict) -> list:
+    return [trial_r[i] for i in range(len(trial_r))]
+
+
+def _row_arrays(rows: dict) -> dict[str, np.ndarray]:
+    """The per-trial records as arrays, in the dtypes the results store keeps."""
+    return {k: np.asarray(v, dtype=np.int64 if k in ("event", "stimulus", "repeat", "skipped_steps")
+                          else np.float32 if k.startswith("pooled/") else np.float64)
+            for k, v in rows.items()}
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(str(text).encode()).hexdigest()[:12]
 
 
 def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None = None,
                  force: bool = False, log=print, progress_bar: bool = True,
-                 encoder: str | None = None) -> list[str]:
+                 encoder: str | None = None, resume: bool = False,
+                 checkpoint_every: int = CHECKPOINT_EVERY) -> list[str]:
     """Run every run of ``scenario`` not already in ``results``; return the run ids written.
 
     ``encoder`` is the endpoint of a running encoder service to use (and leave running); by
-    default a service is started for the call and stopped after it.
+    default a service is started for the call and stopped after it. Each run checkpoints every
+    ``checkpoint_every`` trials (0: never); ``resume`` continues interrupted runs from their
+    checkpoints (without it, a run with a checkpoint is refused, so none is lost by mistake).
     """
-    written = run_scenarios([(scenario, store, results)], jobs, force, log, progress_bar, encoder)
+    written = run_scenarios([(scenario, store, results)], jobs, force, log, progress_bar, encoder,
+                            resume, checkpoint_every)
     return [run_id for _, run_id in written]
 
 
 def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print,
-                  progress_bar: bool = True, encoder: str | None = None) -> list[tuple[str, str]]:
+                  progress_bar: bool = True, encoder: str | None = None, resume: bool = False,
+                  checkpoint_every: int = CHECKPOINT_EVERY) -> list[tuple[str, str]]:
     """``run_scenario`` for several ``(scenario, store, results)`` at once, sharing one process
     pool (so no core idles between them) and one encoder service; return the (results, run id)
     pairs written. Every scenario and store is checked before any run starts."""
+    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
+        raise ScenarioError(f"Invalid value for the 'checkpoint_every' parameter. Allowed values "
+                            f"are integers >= 0, but got {checkpoint_every!r} instead.")
     todo, total = [], 0
     for item in items:
-        pending, trials = _pending(*item, force, log)
+        pending, trials = _pending(*item, force, resume, log)
         todo += pending
         total += trials
     if not todo:
         return []
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+    options = (checkpoint_every, resume)
     if encoder is not None:
-        return _run_pool(todo, encoder, jobs, total, progress_bar, log)
+        return _run_pool(todo, encoder, jobs, total, progress_bar, log, options)
     service, endpoint = spawn_service()
+    log(f"run: encoder service pid {service.pid} at {endpoint}")
     try:
-        return _run_pool(todo, endpoint, jobs, total, progress_bar, log)
+        return _run_pool(todo, endpoint, jobs, total, progress_bar, log, options, service)
     finally:
         client = EncoderClient(endpoint, timeout_s=10)
         try:
@@ -160,9 +228,11 @@ def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print
             service.kill()
 
 
-def _pending(scenario: Scenario, store, results, force: bool, log) -> tuple[list[tuple], int]:
+def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
+             log) -> tuple[list[tuple], int]:
     """The (spec, store, results root, results path) of each run of ``scenario`` still to do,
-    after checking the store, the scenario and the runs already written; and their trial count."""
+    after checking the store, the scenario, the runs already written and their checkpoints; and
+    the number of trials left to replay."""
     recording = open_recording(store)  # validates the store, once
     for cfg in scenario.variants.values():
         cfg["data"]["store"] = str(store)  # the store actually replayed, stored with each run
@@ -180,18 +250,33 @@ def _pending(scenario: Scenario, store, results, force: bool, log) -> tuple[list
         load_checkpoint(ckpt)
     root = open_results(results, scenario.raw)
     _write_brain_measures(root, recording, str(store), specs, log)
-    todo = []
+    todo, trials = [], 0
     for spec in specs:
         done = completed_config(root, spec.run_id)
+        saved = RunCheckpoint(results, spec.run_id)
         if done is not None and not force:
             if done != spec.config:
                 raise ScenarioError(f"{results} already holds run {spec.run_id} made with other "
                                     "settings; pass --force to replace it or choose another --results")
             log(f"run: {spec.run_id} already complete, skipped")
+            saved.remove()  # left behind by a run killed between writing and cleaning up
             continue
+        n_events = len(recording.events(spec.subject, spec.config["data"]["session"]))
+        at = saved.next_trial() if saved.exists() else None
+        if saved.exists() and force:
+            saved.remove()
+        elif saved.exists() and not resume:
+            raise ScenarioError(f"{results} holds a checkpoint of run {spec.run_id} at trial "
+                                f"{at if at is not None else '?'} (an interrupted run): pass "
+                                "--resume to continue it, or --force to start it over")
+        elif saved.exists():
+            saved.load(spec.config)  # refuses a checkpoint of other settings, before any work
+            log(f"run: {spec.run_id} resumes at trial {at} of {n_events}")
+            n_events -= at
         todo.append((spec, str(store), root, str(results)))
-    trials = sum(len(recording.events(spec.subject, spec.config["data"]["session"]))
-                 for spec, *_ in todo)
+        trials += n_events
+    if todo:
+        root.require_group("checkpoints")  # a group, so zarr lists the store without warnings
     return todo, trials
 
 
@@ -223,11 +308,14 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_pool(todo, endpoint, jobs, total, progress_bar, log) -> list[tuple[str, str]]:
+def _run_pool(todo, endpoint, jobs, total, progress_bar, log, options,
+              service=None) -> list[tuple[str, str]]:
     """Run ``todo`` in a process pool; write each run as it finishes. On the first failure (or
-    Ctrl-C) the other runs are stopped and the error is raised; finished runs stay written."""
+    Ctrl-C, or the death of the encoder ``service`` we started) the other runs are stopped and
+    the error is raised; finished runs stay written, interrupted ones keep their checkpoints."""
     from tqdm import tqdm
 
+    every, resume = options
     ctx = multiprocessing.get_context("spawn")
     written = []
     with ctx.Manager() as manager:
@@ -237,14 +325,19 @@ def _run_pool(todo, endpoint, jobs, total, progress_bar, log) -> list[tuple[str,
         pool = ctx.Pool(jobs, initializer=_ignore_sigint)
         try:
             pending = {(results, spec.run_id): (root, pool.apply_async(
-                execute_run, (spec, store, endpoint, progress))) for spec, store, root, results in todo}
+                execute_run, (spec, store, endpoint, progress, (results, every, resume))))
+                for spec, store, root, results in todo}
             while pending:
                 time.sleep(0.2)
                 _drain(progress, bar, rolling)
+                if service is not None and service.poll() is not None:
+                    raise EncoderError(f"the encoder service stopped (exit code {service.returncode}); "
+                                       "rerun with --resume to continue from the checkpoints")
                 for key in [k for k, (_, res) in pending.items() if res.ready()]:
                     root, res = pending.pop(key)
                     result = res.get()  # re-raises a worker's exception here
                     write_run(root, result)
+                    RunCheckpoint(key[0], key[1]).remove()  # after the run is whole in the store
                     written.append(key)
                     best = max(np.nanmean(result.scores["r"], axis=1))
                     where = f" in {key[0]}" if len({t[3] for t in todo}) > 1 else ""
@@ -267,6 +360,7 @@ def _drain(progress, bar, rolling) -> None:
         except (queue_module.Empty, EOFError, OSError):
             return
         window = rolling.setdefault(run_id, Rolling(Mean, window_size=20))
-        window.update(r)
+        if np.isfinite(r):
+            window.update(r)
         bar.update(1)
         bar.set_postfix_str(f"{run_id} loss {loss:.3f} r(20) {window.get():.3f}")

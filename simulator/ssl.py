@@ -43,6 +43,27 @@ class RandomStreams:
             self._cuda_state = torch.cuda.get_rng_state(self._cuda[0]) if self._cuda else None
         self._numpy_global = np.random.RandomState(seed).get_state()
 
+    def state_dict(self) -> dict:
+        """The streams' positions (numpy arrays and JSON scalars), to resume them exactly."""
+        state = {"numpy": self.numpy.bit_generator.state,
+                 "torch": self._torch_state.numpy().copy()}
+        legacy = np.random.RandomState()  # a carrier, to give the legacy state its dict form
+        legacy.set_state(self._numpy_global)
+        state["numpy_global"] = legacy.get_state(legacy=False)
+        if self._cuda:
+            state["cuda"] = self._cuda_state.cpu().numpy().copy()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from positions that `state_dict` returned."""
+        self.numpy.bit_generator.state = state["numpy"]
+        legacy = np.random.RandomState()
+        legacy.set_state(state["numpy_global"])
+        self._numpy_global = legacy.get_state()
+        self._torch_state = torch.from_numpy(np.array(state["torch"], dtype=np.uint8))
+        if self._cuda:
+            self._cuda_state = torch.from_numpy(np.array(state["cuda"], dtype=np.uint8))
+
     @contextlib.contextmanager
     def active(self):
         """Make this learner's torch and numpy streams the global ones, restoring the caller's after."""
@@ -60,19 +81,6 @@ class RandomStreams:
                     self._cuda_state = torch.cuda.get_rng_state(self._cuda[0])
                 self._numpy_global = np.random.get_state()
                 np.random.set_state(saved_numpy)
-
-    def state_dict(self) -> dict:
-        return {"numpy": self.numpy.bit_generator.state, "torch": self._torch_state.clone(),
-                "cuda": None if self._cuda_state is None else self._cuda_state.clone(),
-                "numpy_global": self._numpy_global}
-
-    def load_state_dict(self, state: dict) -> "RandomStreams":
-        self.numpy.bit_generator.state = state["numpy"]
-        self._torch_state = state["torch"].clone()
-        if state.get("cuda") is not None:
-            self._cuda_state = state["cuda"].clone()
-        self._numpy_global = state["numpy_global"]
-        return self
 
 
 def sample_mask(rng: np.random.Generator, n_frames: int, prob: float, span: int) -> np.ndarray:

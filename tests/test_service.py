@@ -111,7 +111,8 @@ def test_round_trip_equals_a_local_encoder(served):
         final = client.finish("run-1")
     finally:
         client.close()
-    assert sorted(final) == ["alpha", "drift", "r", "r2", "unit_stats"]
+    assert sorted(final) == ["alpha", "drift", "dropped_frames", "r", "r2", "trials", "unit_stats"]
+    assert final.pop("trials") == len(trials) and final.pop("dropped_frames") == 0
     for name in final:
         np.testing.assert_array_equal(final[name], expected[name])
     assert final["r"].shape == (2, N_VOXELS) and final["unit_stats"].shape == (2, 4, 6, N_VOXELS)
@@ -355,3 +356,172 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+# -- exactly once: sequence numbers, re-delivery, snapshots ---------------------------------
+
+
+def test_a_trial_sent_again_is_answered_again_and_applied_once(served_inproc):
+    trials = _trials(3)
+    expected_r, expected = _local_run(trials)
+    client = served_inproc.client()
+    try:
+        client.open("r", **OPEN)
+        for t, (sound, features, frames) in enumerate(trials):
+            np.testing.assert_array_equal(client.trial("r", t, sound, features, frames), expected_r[t])
+            # A re-delivery (a client that lost the reply and sent again): the same answer.
+            np.testing.assert_array_equal(client.trial("r", t, sound, features, frames), expected_r[t])
+        assert client.status()["duplicates"] == len(trials)
+        final = client.finish("r")
+    finally:
+        client.close()
+    np.testing.assert_array_equal(final["unit_stats"], expected["unit_stats"])  # each trial once
+    assert final["trials"] == len(trials)
+
+
+def test_a_gap_or_a_stale_trial_is_refused_and_changes_nothing(served_inproc):
+    trials = _trials(4)
+    client = served_inproc.client()
+    try:
+        client.open("r", **OPEN)
+        sound, features, frames = trials[0]
+        client.trial("r", 0, sound, features, frames)
+        with pytest.raises(EncoderError, match="expects trial 1 next, but got trial 2"):
+            client.trial("r", 2, *trials[2])
+        with pytest.raises(EncoderError, match="'trial' must be an integer"):
+            client.request("trial", {"run": "r", "trial": "1", "unit": 0},
+                           {"frames": frames, **{f"features/{k}": v for k, v in features.items()}})
+        assert client.status()["runs"] == {"r": 1}
+    finally:
+        client.close()
+
+
+def test_snapshot_then_reopen_continues_exactly(served_inproc):
+    """A run restored from its snapshot into a new session (as after a crash) ends bit for bit
+    where the uninterrupted run does, in float64."""
+    trials = _trials(5, 10)
+    options = {**OPEN, "dtype": "float64"}
+    client = served_inproc.client()
+    try:
+        client.open("whole", **options)
+        whole = [client.trial("whole", t, *trial) for t, trial in enumerate(trials)]
+        expected = client.finish("whole")
+        client.open("cut", **options)
+        got = [client.trial("cut", t, *trial) for t, trial in enumerate(trials[:6])]
+        at, state = client.snapshot("cut")
+        client.trial("cut", 6, *trials[6])  # applied, then lost with the crash
+        assert at == 6
+        assert client.open("cut", **options, state=state) == 6  # reopening replaces the session
+        got += [client.trial("cut", t, *trials[t]) for t in range(6, 10)]
+        final = client.finish("cut")
+    finally:
+        client.close()
+    np.testing.assert_array_equal(np.array(got), np.array(whole))
+    for name in expected:
+        np.testing.assert_array_equal(final[name], expected[name], err_msg=name)
+
+
+def test_a_state_that_does_not_fit_is_refused(served_inproc):
+    client = served_inproc.client()
+    try:
+        client.open("r", **OPEN)
+        client.trial("r", 0, *_trials(6)[0])
+        _, state = client.snapshot("r")
+        with pytest.raises(EncoderError, match="score sums of shape"):
+            client.open("other", **{**OPEN, "n_voxels": N_VOXELS + 1}, state=state)
+        del state["layer-1"]
+        with pytest.raises(EncoderError, match="lacking 'layer-1'"):
+            client.open("other", **OPEN, state=state)
+        assert "other" not in client.status()["runs"]
+    finally:
+        client.close()
+
+
+# -- backpressure -------------------------------------------------------------------------
+
+
+def test_pipelined_trials_are_bounded_by_the_window_and_equal_lockstep(served_inproc):
+    trials = _trials(7, 40)
+    expected_r, expected = _local_run(trials)
+    client = served_inproc.client()
+    client.window = 3
+    try:
+        client.open("r", **OPEN)
+        got = {}
+        for t, (sound, features, frames) in enumerate(trials):  # as fast as the socket takes them
+            got.update(client.submit("r", t, sound, features, frames))
+            assert len(client._trials) <= 3
+        got.update(client.drain())
+        final = client.finish("r")
+    finally:
+        client.close()
+    assert client.max_in_flight == 3 and sorted(got) == list(range(40))
+    for t in range(40):
+        np.testing.assert_array_equal(got[t], expected_r[t])
+    np.testing.assert_array_equal(final["unit_stats"], expected["unit_stats"])
+
+
+# -- non-finite frames ----------------------------------------------------------------------
+
+
+def test_frames_with_nan_or_inf_are_dropped_and_counted(served_inproc):
+    """The policy: a frame holding any non-finite value is neither scored nor learned from; the
+    run equals one that never had those frames (on a lag-0 model, where rows are independent)."""
+    rng = np.random.default_rng(8)
+    options = {**OPEN, "lags": [0], "dtype": "float64"}
+    clean, dirty = [], []
+    for t in range(8):
+        X = {"a": rng.standard_normal((N_FRAMES, 3)).astype(np.float32),
+             "b": rng.standard_normal((N_FRAMES, 4)).astype(np.float32)}
+        Y = (X["a"] @ rng.standard_normal((3, N_VOXELS))).astype(np.float32)
+        bad = rng.random(N_FRAMES) < 0.2
+        Yd = Y.copy()
+        Yd[bad, rng.integers(N_VOXELS)] = rng.choice([np.nan, np.inf, -np.inf])
+        clean.append((t % 4, {k: v[~bad] for k, v in X.items()}, Y[~bad]))
+        dirty.append((t % 4, X, Yd))
+    n_bad = sum(len(Y) - len(Yc) for (_, _, Y), (_, _, Yc) in zip(dirty, clean))
+    client = served_inproc.client()
+    try:
+        client.open("clean", **options)
+        client.open("dirty", **options)
+        for t in range(8):
+            np.testing.assert_allclose(client.trial("dirty", t, *dirty[t]),
+                                       client.trial("clean", t, *clean[t]), rtol=1e-12)
+        a, b = client.finish("clean"), client.finish("dirty")
+    finally:
+        client.close()
+    assert n_bad > 0 and b["dropped_frames"] == n_bad and a["dropped_frames"] == 0
+    np.testing.assert_allclose(b["unit_stats"], a["unit_stats"], rtol=1e-12, atol=1e-12)
+
+
+# -- monitoring -----------------------------------------------------------------------------
+
+
+def test_a_monitor_is_greeted_then_follows_and_counts_what_it_missed():
+    context = zmq.Context()
+    service = EncoderService(f"inproc://encoder-{next(_names)}", context=context,
+                             monitor=f"inproc://monitor-{next(_names)}")
+    thread = threading.Thread(target=service.serve_forever, daemon=True)
+    thread.start()
+    client = EncoderClient(service.endpoint, timeout_s=5, context=context)
+    trials = _trials(9, 6)
+    try:
+        client.open("r", **OPEN)
+        client.trial("r", 0, *trials[0])  # published before anyone listens: a late joiner's gap
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVTIMEO, 5000)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(service.monitor_endpoint)
+        hello = wire.recv(sub)
+        assert hello.kind == "hello" and hello.header["runs"] == {"r": 1}
+        for t in range(1, 6):
+            client.trial("r", t, *trials[t])
+        seen = [wire.recv(sub) for _ in range(5)]
+        assert [m.header["trial"] for m in seen] == [1, 2, 3, 4, 5]
+        # Sequence numbers run on from the greeting: a subscriber counts any gap it meets.
+        assert [m.seq for m in seen] == list(range(hello.seq + 1, hello.seq + 6))
+        client.shutdown()
+    finally:
+        client.close()
+        thread.join(5)
+        context.destroy(linger=0)

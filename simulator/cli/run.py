@@ -1,5 +1,5 @@
 """`cortexreplay run`: run every variant of a scenario and write a results store."""
-from ..run import run_scenario
+from ..run import CHECKPOINT_EVERY, run_scenario
 from ..scenario import load_scenario
 
 
@@ -15,6 +15,10 @@ def add_parser(sub):
     p.add_argument("--encoder", metavar="ENDPOINT", default=None,
                    help="use the encoder service at ENDPOINT (see 'cortexreplay encoder serve') "
                         "instead of starting one")
+    p.add_argument("--resume", action="store_true",
+                   help="continue interrupted runs from their last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="N",
+                   help=f"checkpoint each run every N trials (default {CHECKPOINT_EVERY}; 0: never)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=main)
 
@@ -27,5 +31,6 @@ def main(args):
         raise ValueError("no recording store: pass --store or set data.store in the scenario")
     results = args.results or f"results/{scenario.name}.zarr"
     written = run_scenario(scenario, store, results, jobs=args.jobs, force=args.force,
-                           progress_bar=not args.no_progress, encoder=args.encoder)
+                           progress_bar=not args.no_progress, encoder=args.encoder,
+                           resume=args.resume, checkpoint_every=args.checkpoint_every)
     print(f"run: {len(written)} run(s) written to {results}")

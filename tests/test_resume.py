@@ -1,0 +1,163 @@
+"""Kill -9 and resume: real `cortexreplay run` processes killed at random points, then resumed.
+
+CI runs one seeded kill per target (the run, the encoder service, both) on the tiny recording;
+``CORTEXREPLAY_KILLS=N`` runs N kills per target (the full-size check of the README).
+"""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from simulator.results import read_runs
+from simulator.run_checkpoint import CheckpointError, RunCheckpoint
+
+from test_end_to_end import _command
+
+pytestmark = pytest.mark.timeout(600)
+
+SCENARIO = """\
+description = "kill and resume"
+mode = "continuous"
+order = "recorded"
+seeds = [0]
+
+[learning]
+lr = 3e-3
+retention = 0.9
+
+[encoder]
+lags = [0, 1, 2]
+warmup = 2
+dtype = "float64"
+
+[variants.continuous]
+
+[variants.shuffled]
+order = "shuffled"
+"""
+KILLS = int(os.environ.get("CORTEXREPLAY_KILLS", "1"))
+
+
+def _argv(tmp, recording, checkpoint, results):
+    scenario = tmp / "resume.toml"
+    scenario.write_text(SCENARIO)
+    return [*_command(), "run", str(scenario), "--store", str(recording), "--results",
+            str(results), "--set", f"model.checkpoint={checkpoint}", "--jobs", "2",
+            "--no-progress", "--checkpoint-every", "2"]
+
+
+def _comparable(results):
+    """Every array of every run, timings left out (they are the only thing that may differ)."""
+    out = {}
+    for run in read_runs(results):
+        for section in ("trials", "scores"):
+            for name, value in run[section].items():
+                if not name.startswith("time_"):
+                    out[f"{run['run_id']}/{section}/{name}"] = value
+        out[f"{run['run_id']}/dropped_frames"] = run["dropped_frames"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_recording, tiny_checkpoint):
+    tmp = tmp_path_factory.mktemp("reference")
+    argv = _argv(tmp, tiny_recording, tiny_checkpoint, tmp / "res.zarr")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return _comparable(tmp / "res.zarr")
+
+
+def _kill_when_checkpointed(argv, results, target, rng):
+    """Start the run, wait for its first checkpoint, then kill -9 ``target`` after a random
+    delay; return whether the run had not finished when it was killed."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    said = ""
+    while not (found := re.search(r"encoder service pid (\d+)", said)):
+        line = proc.stdout.readline()
+        assert line, said
+        said += line
+    service = int(found.group(1))
+    deadline = time.monotonic() + 240
+    while not any((results / "checkpoints").glob("*.safetensors")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 1.5))
+    alive = proc.poll() is None
+    if target in ("service", "both"):
+        os.kill(service, signal.SIGKILL)
+    if target in ("run", "both"):
+        os.killpg(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    if target == "service" and alive:
+        # The run sees its service die, stops its runs and says how to go on, in one line.
+        assert proc.returncode == 2 and "rerun with --resume" in out, out[-2000:]
+    return alive
+
+
+@pytest.mark.parametrize("target", ["run", "service", "both"])
+def test_kill_then_resume_equals_an_uninterrupted_run(target, tmp_path, tiny_recording,
+                                                      tiny_checkpoint, reference):
+    rng = np.random.default_rng([KILLS, ["run", "service", "both"].index(target)])
+    for k in range(KILLS):
+        results = tmp_path / f"res-{k}.zarr"
+        argv = _argv(tmp_path, tiny_recording, tiny_checkpoint, results)
+        assert _kill_when_checkpointed(argv, results, target, rng), "killed after it finished"
+        # Without --resume an interrupted run is refused, not silently started over.
+        refused = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        if list((results / "checkpoints").glob("*.safetensors")):
+            assert refused.returncode == 2 and "pass --resume" in refused.stderr
+        resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        got = _comparable(results)
+        assert sorted(got) == sorted(reference)
+        for key, value in reference.items():  # float64 on CPU: identical, trial by trial
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+        assert not list((results / "checkpoints").glob("*.safetensors"))  # cleaned up
+
+
+# -- the checkpoint file ------------------------------------------------------------------
+
+
+def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    ckpt = RunCheckpoint(tmp_path, "v/s/seed-0")
+    ckpt.save(4, {"rows": {"loss": np.arange(4.0)}}, config={"a": 1})
+
+    def crash(*args):
+        raise KeyboardInterrupt  # the process dies between writing and renaming
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(6, {"rows": {"loss": np.arange(6.0)}}, config={"a": 1})
+    monkeypatch.undo()
+    trial, state = ckpt.load(config={"a": 1})
+    assert trial == 4 and state["rows"]["loss"].tolist() == [0, 1, 2, 3]
+    assert [p.name for p in tmp_path.joinpath("checkpoints").iterdir()
+            if "tmp" in p.name] == []
+
+
+def test_a_torn_or_foreign_checkpoint_gets_one_line(tmp_path):
+    ckpt = RunCheckpoint(tmp_path, "v/s/seed-0")
+    ckpt.save(2, {"x": np.ones(3)}, config={"a": 1})
+    with pytest.raises(CheckpointError, match="made with other settings"):
+        ckpt.load(config={"a": 2})
+    data = ckpt.path.read_bytes()
+    ckpt.path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"unreadable checkpoint of run v/s/seed-0 .*--force"):
+        ckpt.load(config={"a": 1})
+
+
+def test_a_run_still_alive_holds_its_lock(tmp_path):
+    first, second = RunCheckpoint(tmp_path, "v/s/seed-0"), RunCheckpoint(tmp_path, "v/s/seed-0")
+    first.acquire()
+    try:
+        with pytest.raises(CheckpointError, match="still running in another process"):
+            second.acquire()
+    finally:
+        first.release()
+    second.acquire()
+    second.release()
