@@ -5,6 +5,7 @@ from .client import EncoderClient, EncoderError, spawn_service
 from .drift import PageHinkley
 from .encoding import PrequentialEncoder
 from .lags import lagged
+from .monitor import Monitor
 from .ridge import OnlineRidge
 from .scores import PrequentialScore, frame_stats, pearson_from_stats, r2_from_stats
 from .service import EncoderService
@@ -12,6 +13,6 @@ from .stats import bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_te
 
 __all__ = ["CEILING_FORMULA", "noise_ceiling", "normalised_score", "spearman_brown", "fdr_bh",
            "EncoderClient", "EncoderError", "spawn_service", "PageHinkley", "PrequentialEncoder",
-           "lagged",
+           "lagged", "Monitor",
            "OnlineRidge", "PrequentialScore", "frame_stats", "pearson_from_stats", "r2_from_stats",
            "EncoderService", "bootstrap_ci", "paired_bootstrap", "paired_permutation_test", "score"]

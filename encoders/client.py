@@ -5,6 +5,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 
 import numpy as np
 import zmq
@@ -29,7 +30,10 @@ class EncoderClient:
     """
 
     def __init__(self, endpoint: str, timeout_s: float = 120.0, context: zmq.Context | None = None,
-                 curve: ClientCurve | None = None):
+                 curve: ClientCurve | None = None, window: int = 4):
+        if not (isinstance(window, int) and window >= 1):
+            raise ValueError(f"Invalid value for the 'window' parameter. Allowed values are "
+                             f"integers >= 1, but got {window!r} instead.")
         self.endpoint = endpoint
         self.socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self.socket.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))
@@ -42,7 +46,7 @@ class EncoderClient:
                 raise
         self.socket.connect(endpoint)
         self._seq = 0
-        self.window = 4  # trials in flight at most (see the class docstring)
+        self.window = window  # trials in flight at most (see the class docstring)
         self._in_flight: dict[int, tuple] = {}  # seq -> (kind, arrays kept alive)
         self._replies: dict[int, wire.Message] = {}
         self._trials: list[tuple[int, int]] = []  # (trial, seq) of trials sent, oldest first
@@ -149,20 +153,40 @@ class EncoderClient:
         self.socket.close()
 
 
-def spawn_service(bind: str = "tcp://127.0.0.1:*", timeout_s: float = 60.0):
+def spawn_service(bind: str = "tcp://127.0.0.1:*", timeout_s: float = 60.0,
+                  monitor: str | None = None):
     """Start ``python -m encoders`` (the service) as a child process; return (process, endpoint).
 
     The child runs in its own session, so a Ctrl-C meant for the parent does not kill it before
     the parent has said ``shutdown``, and it watches the parent's pid, so it never outlives it.
+    ``monitor`` is an endpoint where it also publishes progress (`encoders.monitor`).
     """
-    proc = subprocess.Popen([sys.executable, "-m", "encoders", "--bind", bind,
-                             "--parent-pid", str(os.getpid())],
-                            stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True)
-    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-    line = proc.stdout.readline().strip() if ready else ""
-    if not line.startswith("listening on "):
-        proc.kill()
-        proc.wait()
-        said = f"said {line!r}" if ready else f"no answer within {timeout_s:.0f} s"
-        raise EncoderError(f"the encoder service did not start ({said})")
-    return proc, line[len("listening on "):]
+    argv = [sys.executable, "-m", "encoders", "--bind", bind, "--parent-pid", str(os.getpid())]
+    if monitor is not None:
+        argv += ["--monitor", monitor]
+    # Unbuffered bytes: a buffered reader could swallow the second line where select cannot see it.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=None, bufsize=0,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    lines = []
+    for expected in ("listening on ", "monitor on ")[: 1 + (monitor is not None)]:
+        line = _read_line(proc.stdout, deadline)
+        if line is None or not line.startswith(expected):
+            proc.kill()
+            proc.wait()
+            said = f"said {line!r}" if line is not None else f"no answer within {timeout_s:.0f} s"
+            raise EncoderError(f"the encoder service did not start ({said})")
+        lines.append(line[len(expected):])
+    return proc, lines[0]
+
+
+def _read_line(stream, deadline: float) -> str | None:
+    """One line from an unbuffered pipe, or None if none is complete by ``deadline``."""
+    data = b""
+    while not data.endswith(b"\n"):
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        byte = stream.read(1) if ready else b""
+        if not byte:  # timed out, or the process closed its output (it died)
+            return data.decode(errors="replace").strip() or None
+        data += byte
+    return data.decode(errors="replace").strip()

@@ -273,21 +273,26 @@ class EncoderService:
         return self.runs[run]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="cortexreplay encoder serve",
-                                     description="Serve prequential encoding models over ZeroMQ.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The service's options (shared by ``python -m encoders`` and ``cortexreplay encoder serve``)."""
     parser.add_argument("--bind", default="tcp://127.0.0.1:*",
                         help="endpoint to bind (loopback only without Curve keys; '*' picks a "
                              "free port)")
+    parser.add_argument("--monitor", metavar="ENDPOINT", default=None,
+                        help="also publish progress for monitors here (loopback; may drop, and "
+                             "each message's sequence number says so)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="stop when this process (the one that started the service) dies")
     parser.add_argument("--curve-secret", metavar="FILE", default=None,
                         help="the service's NAME.key_secret (from 'cortexreplay keys'): encrypt "
-                             "and authenticate; with --curve-clients")
+                             "and authenticate; with --curve-clients it may bind beyond loopback")
     parser.add_argument("--curve-clients", metavar="DIR", default=None,
                         help="folder of the public .key files of the clients let in")
-    args = parser.parse_args(argv)
+
+
+def serve(args) -> int:
+    """Run a service with the options of `add_arguments` until ``shutdown``; the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         if (args.curve_secret is None) != (args.curve_clients is None):
@@ -295,12 +300,14 @@ def main(argv=None) -> int:
         curve = (ServerCurve(args.curve_secret, args.curve_clients)
                  if args.curve_secret is not None else None)
         service = EncoderService(args.bind, threads=args.threads, parent_pid=args.parent_pid,
-                                 curve=curve)
+                                 curve=curve, monitor=args.monitor)
     except (ValueError, zmq.ZMQError) as err:
         print(f"cortexreplay encoder serve: {err}", file=sys.stderr)
         return 2
-    # The first line on stdout tells a parent process where we listen.
+    # The first line on stdout tells a parent process where we listen (the second, monitors).
     print(f"listening on {service.endpoint}", flush=True)
+    if service.monitor_endpoint is not None:
+        print(f"monitor on {service.monitor_endpoint}", flush=True)
     try:
         service.serve_forever()
     except KeyboardInterrupt:
@@ -308,3 +315,8 @@ def main(argv=None) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="cortexreplay encoder serve",
+                                     description="Serve prequential encoding models over ZeroMQ.")
+    add_arguments(parser)
+    return serve(parser.parse_args(argv))

@@ -1,11 +1,15 @@
-"""Streams of trials and frames: the recording store, orderings, pacing, the wire protocol."""
+"""Streams of trials and frames: the recording store, orderings, pacing, the wire protocol, its
+security and the encoding of state trees."""
 from .clock import Pacer
 from .ordering import ORDERS, event_order
 from .store import (Events, Recording, RecordingWriter, StoreError, describe, open_recording,
                     validate)
-from .trials import Trial, replay_session
+from .security import ClientCurve, ServerCurve, check_bind, make_keys
+from .trials import MAX_NONFINITE_FRACTION, Trial, nonfinite_voxels, replay_session
+from .tree import flatten, unflatten
 from .wire import PROTOCOL_VERSION, Message, ProtocolError
 
 __all__ = ["Pacer", "ORDERS", "event_order", "Events", "Recording", "RecordingWriter", "StoreError",
-           "describe", "open_recording", "validate", "Trial", "replay_session", "PROTOCOL_VERSION",
-           "Message", "ProtocolError"]
+           "describe", "open_recording", "validate", "ClientCurve", "ServerCurve", "check_bind",
+           "make_keys", "MAX_NONFINITE_FRACTION", "Trial", "nonfinite_voxels", "replay_session",
+           "flatten", "unflatten", "PROTOCOL_VERSION", "Message", "ProtocolError"]

@@ -6,9 +6,10 @@ from .model import SIZES, build_model, layer_names, load_model
 from .modes import RUN_MODES, build_learner
 from .pretrain import PretrainSettings, load_checkpoint, pretrain
 from .run import run_scenario
+from .run_checkpoint import CheckpointError, RunCheckpoint
 from .scenario import Scenario, load_scenario
 from .summary import format_table, summarize
 
 __all__ = ["CortexSettings", "synthesize", "MODES", "Learner", "TrialRecord", "SIZES", "build_model",
            "layer_names", "load_model", "RUN_MODES", "build_learner", "PretrainSettings", "load_checkpoint", "pretrain",
-           "run_scenario", "Scenario", "load_scenario", "format_table", "summarize"]
+           "run_scenario", "CheckpointError", "RunCheckpoint", "Scenario", "load_scenario", "format_table", "summarize"]

@@ -177,28 +177,33 @@ def _digest(text: str) -> str:
 def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None = None,
                  force: bool = False, log=print, progress_bar: bool = True,
                  encoder: str | None = None, resume: bool = False,
-                 checkpoint_every: int = CHECKPOINT_EVERY) -> list[str]:
+                 checkpoint_every: int = CHECKPOINT_EVERY, monitor: str | None = None) -> list[str]:
     """Run every run of ``scenario`` not already in ``results``; return the run ids written.
 
     ``encoder`` is the endpoint of a running encoder service to use (and leave running); by
     default a service is started for the call and stopped after it. Each run checkpoints every
     ``checkpoint_every`` trials (0: never); ``resume`` continues interrupted runs from their
     checkpoints (without it, a run with a checkpoint is refused, so none is lost by mistake).
+    ``monitor``: an endpoint where the service started here publishes each scored trial.
     """
     written = run_scenarios([(scenario, store, results)], jobs, force, log, progress_bar, encoder,
-                            resume, checkpoint_every)
+                            resume, checkpoint_every, monitor)
     return [run_id for _, run_id in written]
 
 
 def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print,
                   progress_bar: bool = True, encoder: str | None = None, resume: bool = False,
-                  checkpoint_every: int = CHECKPOINT_EVERY) -> list[tuple[str, str]]:
+                  checkpoint_every: int = CHECKPOINT_EVERY,
+                  monitor: str | None = None) -> list[tuple[str, str]]:
     """``run_scenario`` for several ``(scenario, store, results)`` at once, sharing one process
     pool (so no core idles between them) and one encoder service; return the (results, run id)
     pairs written. Every scenario and store is checked before any run starts."""
     if not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
         raise ScenarioError(f"Invalid value for the 'checkpoint_every' parameter. Allowed values "
                             f"are integers >= 0, but got {checkpoint_every!r} instead.")
+    if encoder is not None and monitor is not None:
+        raise ScenarioError("--monitor sets up the encoder service the run starts; with "
+                            "--encoder, start that service with --monitor instead")
     todo, total = [], 0
     for item in items:
         pending, trials = _pending(*item, force, resume, log)
@@ -210,8 +215,9 @@ def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print
     options = (checkpoint_every, resume)
     if encoder is not None:
         return _run_pool(todo, encoder, jobs, total, progress_bar, log, options)
-    service, endpoint = spawn_service()
-    log(f"run: encoder service pid {service.pid} at {endpoint}")
+    service, endpoint = spawn_service(monitor=monitor)
+    log(f"run: encoder service pid {service.pid} at {endpoint}"
+        + (f", progress published at {monitor}" if monitor else ""))
     try:
         return _run_pool(todo, endpoint, jobs, total, progress_bar, log, options, service)
     finally:

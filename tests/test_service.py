@@ -14,7 +14,9 @@ import zmq
 
 from encoders.client import EncoderClient, EncoderError, spawn_service
 from encoders.encoding import PrequentialEncoder
+from encoders.monitor import Monitor
 from encoders.lags import lagged
+from encoders import service as service_module
 from encoders.service import EncoderService, check_endpoint
 from replay import wire
 
@@ -443,8 +445,8 @@ def test_a_state_that_does_not_fit_is_refused(served_inproc):
 def test_pipelined_trials_are_bounded_by_the_window_and_equal_lockstep(served_inproc):
     trials = _trials(7, 40)
     expected_r, expected = _local_run(trials)
-    client = served_inproc.client()
-    client.window = 3
+    client = EncoderClient(served_inproc.service.endpoint, timeout_s=5,
+                           context=served_inproc.context, window=3)
     try:
         client.open("r", **OPEN)
         got = {}
@@ -525,3 +527,70 @@ def test_a_monitor_is_greeted_then_follows_and_counts_what_it_missed():
         client.close()
         thread.join(5)
         context.destroy(linger=0)
+
+
+def test_a_slow_monitor_loses_messages_and_counts_every_one(monkeypatch):
+    """Monitoring may drop: past the high-water mark a slow follower loses messages, its
+    sequence numbers show exactly how many, and the trials themselves lose nothing."""
+    monkeypatch.setattr(service_module, "MONITOR_HWM", 2)
+    context = zmq.Context()
+    service = EncoderService(f"inproc://encoder-{next(_names)}", context=context,
+                             monitor=f"inproc://monitor-{next(_names)}")
+    thread = threading.Thread(target=service.serve_forever, daemon=True)
+    thread.start()
+    client = EncoderClient(service.endpoint, timeout_s=5, context=context)
+    monitor = Monitor(service.monitor_endpoint, context=context, timeout_s=0.5, hwm=2)
+    trials = _trials(10, 41)
+    try:
+        client.open("r", **OPEN)
+        assert monitor.recv().kind == "hello"  # greeted before anything else
+        for t, trial in enumerate(trials[:40]):  # the monitor reads nothing meanwhile
+            client.trial("r", t, *trial)
+        seen = []
+        while True:
+            try:
+                seen.append(monitor.recv())
+            except zmq.Again:
+                break
+        # A gap shows when the next message arrives: one more trial, read at once.
+        client.trial("r", 40, *trials[40])
+        seen.append(monitor.recv())
+        assert client.finish("r")["trials"] == 41  # the lossless path lost nothing
+        client.shutdown()
+    finally:
+        client.close()
+        monitor.close()
+        thread.join(5)
+        context.destroy(linger=0)
+    assert 1 < len(seen) < 41 and monitor.missed > 0
+    assert len(seen) + monitor.missed == 41  # every progress message: received or counted missed
+    assert seen[-1].header["trial"] == 40
+
+
+def test_monitor_command_follows_a_spawned_service(capsys):
+    """`cortexreplay monitor` on a service process started with a monitor endpoint."""
+    from simulator.cli import main
+
+    with socket.socket() as s:  # a free loopback port for the monitor
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc, endpoint = spawn_service(monitor=f"tcp://127.0.0.1:{port}")
+    client = EncoderClient(endpoint, timeout_s=10)
+    follower = threading.Thread(target=main, args=(["monitor", f"tcp://127.0.0.1:{port}",
+                                                    "--count", "3", "--timeout", "10"],))
+    try:
+        client.open("r", **OPEN)
+        follower.start()
+        time.sleep(1.0)  # the subscription reaches the service
+        for t, trial in enumerate(_trials(11, 3)):
+            client.trial("r", t, *trial)
+        follower.join(20)
+        client.shutdown()
+        proc.wait(10)
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+    out = capsys.readouterr().out
+    assert "monitor: joined; open runs: r at trial 0" in out
+    assert "r trial 2: r " in out and "monitor: 4 message(s) received, 0 missed" in out

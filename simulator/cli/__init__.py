@@ -6,9 +6,9 @@ import sys
 
 from encoders.client import EncoderError
 
-from . import encoder, inspect, keys, pretrain, run, summary, synth, validate
+from . import encoder, inspect, keys, monitor, pretrain, run, summary, synth, validate
 
-COMMANDS = (synth, pretrain, inspect, run, summary, validate, encoder, keys)
+COMMANDS = (synth, pretrain, inspect, run, summary, validate, encoder, monitor, keys)
 
 
 def main(argv=None) -> int:

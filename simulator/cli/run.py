@@ -19,6 +19,8 @@ def add_parser(sub):
                    help="continue interrupted runs from their last checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="N",
                    help=f"checkpoint each run every N trials (default {CHECKPOINT_EVERY}; 0: never)")
+    p.add_argument("--monitor", metavar="ENDPOINT", default=None,
+                   help="publish each scored trial here for 'cortexreplay monitor' (loopback)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=main)
 
@@ -32,5 +34,6 @@ def main(args):
     results = args.results or f"results/{scenario.name}.zarr"
     written = run_scenario(scenario, store, results, jobs=args.jobs, force=args.force,
                            progress_bar=not args.no_progress, encoder=args.encoder,
-                           resume=args.resume, checkpoint_every=args.checkpoint_every)
+                           resume=args.resume, checkpoint_every=args.checkpoint_every,
+                           monitor=args.monitor)
     print(f"run: {len(written)} run(s) written to {results}")
