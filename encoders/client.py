@@ -71,6 +71,11 @@ class EncoderClient:
                                    f"{self._in_flight[seq][0]!r} request {seq}") from None
             if reply.seq in self._in_flight:  # anything else answers a request given up on
                 self._replies[reply.seq] = reply
+            elif reply.kind == "error" and reply.seq == 0:
+                # A request the service could not read its seq from: the oldest unanswered one.
+                oldest = min((s for s in self._in_flight if s not in self._replies), default=None)
+                if oldest is not None:
+                    self._replies[oldest] = reply
         kind, _ = self._in_flight.pop(seq)
         reply = self._replies.pop(seq)
         if reply.kind == "error":

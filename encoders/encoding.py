@@ -74,7 +74,7 @@ class PrequentialEncoder:
         ``features[layer]`` is (n_frames, n_features) aligned with ``frames`` (n_frames, n_voxels).
         """
         frames = np.asarray(frames)
-        designs = self._check(trial, features, frames)
+        designs = self._check(trial, unit, features, frames)
         # A frame with a NaN or inf (a lost or corrupted acquisition) is neither scored nor
         # learned from, for every layer; it is counted. Its features still feed later lags.
         keep = np.isfinite(frames).all(axis=1)
@@ -100,9 +100,14 @@ class PrequentialEncoder:
                 self._drift[name] += [(trial, int(v)) for v in np.flatnonzero(changed)]
         return trial_r
 
-    def _check(self, trial: int, features: dict, frames: np.ndarray) -> dict[str, np.ndarray]:
+    def _check(self, trial: int, unit: int, features: dict,
+               frames: np.ndarray) -> dict[str, np.ndarray]:
         """Every layer's features, all checked before any layer scores or learns: a trial
-        refused for one layer must leave the others as they were."""
+        refused for one layer must leave the others (and the counters) as they were."""
+        n_units = self.scores[self.layers[0]].n_units
+        if not (isinstance(unit, (int, np.integer)) and 0 <= unit < n_units):
+            raise ValueError(f"Invalid value for the 'unit' parameter. Allowed values are "
+                             f"integers in [0, {n_units}), but got {unit!r} instead.")
         missing = [name for name in self.layers if name not in features]
         if missing:
             raise ValueError(f"trial {trial} lacks features for layer(s) {missing}")

@@ -29,8 +29,59 @@ log = logging.getLogger("cortexreplay.encoder")
 KEPT_REPLIES = 64
 # Messages queued per monitor before the XPUB socket drops (monitoring may lose, and says so).
 MONITOR_HWM = 1000
-# Optional fields of an 'open' request and their types; absent, PrequentialEncoder's defaults.
-OPEN_OPTIONS = {"forgetting": float, "device": str, "dtype": str, "drift_threshold": float}
+MAX_RUN_NAME = 256  # characters: replies echo the name, and a header holds at most 64 kB
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_name(x) -> bool:
+    return isinstance(x, str) and 0 < len(x) <= MAX_RUN_NAME
+
+
+# The fields of each request: what each must be, in words and as a check. Checked before any
+# work, so a refused request changes nothing.
+FIELDS = {
+    "run": ("a string of 1 to 256 characters", _is_name),
+    "layers": ("a non-empty list of distinct non-empty strings",
+               lambda x: isinstance(x, list) and x and all(_is_name(n) for n in x)
+               and len(set(x)) == len(x)),
+    "n_voxels": ("an integer >= 1", lambda x: wire.is_int(x) and x >= 1),
+    "n_units": ("an integer >= 1", lambda x: wire.is_int(x) and x >= 1),
+    "lags": ("a non-empty list of integers >= 0",
+             lambda x: isinstance(x, list) and x and all(wire.is_int(k) and k >= 0 for k in x)),
+    "alphas": ("a non-empty list of numbers", lambda x: isinstance(x, list) and x
+               and all(_is_number(a) for a in x)),
+    "warmup": ("an integer >= 0", lambda x: wire.is_int(x) and x >= 0),
+    "trial": ("an integer >= 0", lambda x: wire.is_int(x) and x >= 0),
+    "unit": ("an integer >= 0", lambda x: wire.is_int(x) and x >= 0),
+    "forgetting": ("a number", _is_number),
+    "drift_threshold": ("a number", _is_number),
+    "device": ("a string", lambda x: isinstance(x, str)),
+    "dtype": ("a string", lambda x: isinstance(x, str)),
+    "state": ("an object", lambda x: isinstance(x, dict)),
+}
+REQUIRED = {"open": ("run", "layers", "n_voxels", "n_units", "lags", "alphas", "warmup"),
+            "trial": ("run", "trial", "unit"), "snapshot": ("run",), "finish": ("run",)}
+# Optional fields of an 'open' request; absent, PrequentialEncoder's defaults.
+OPEN_OPTIONS = ("forgetting", "device", "dtype", "drift_threshold")
+
+
+def check_fields(msg: wire.Message) -> dict:
+    """The request's header after checking every field it needs (and any it may have)."""
+    h = msg.header
+    for name in REQUIRED.get(msg.kind, ()):
+        if name not in h:
+            raise ValueError(f"a {msg.kind!r} request needs the field {name!r} "
+                             f"({FIELDS[name][0]})")
+    for name in (*REQUIRED.get(msg.kind, ()), *(OPEN_OPTIONS + ("state",)
+                                                if msg.kind == "open" else ())):
+        allowed, ok = FIELDS[name]
+        if name in h and not ok(h[name]):
+            raise ValueError(f"Invalid value for the {name!r} field of {msg.kind!r}. Allowed "
+                             f"values are {allowed}, but got {h[name]!r:.60} instead.")
+    return h
 
 
 def check_endpoint(endpoint: str, curve: ServerCurve | None = None) -> str:
@@ -176,6 +227,7 @@ class EncoderService:
         except Exception as err:  # noqa: BLE001 - bad input must never stop the service
             self.errors += 1
             identity = identity or getattr(err, "identity", None)
+            seq = getattr(err, "seq", None) or seq
             if isinstance(err, (ValueError, KeyError, TypeError)):  # includes wire.ProtocolError
                 log.warning("rejected request %d: %s", self.errors, err)
                 reason = str(err)
@@ -184,21 +236,29 @@ class EncoderService:
                 reason = f"{type(err).__name__}: {err}"
             kind, fields, arrays = "error", {"reason": reason, "errors": self.errors}, None
         if identity is not None:
-            wire.send_to(self.socket, identity, kind, fields, arrays, seq=seq)
+            try:
+                wire.send_to(self.socket, identity, kind, fields, arrays, seq=seq)
+            except wire.ProtocolError as err:  # a reply that cannot be encoded (a huge run name)
+                self.errors += 1
+                log.warning("could not reply to request %d: %s", seq, err)
+                wire.send_to(self.socket, identity, "error",
+                             {"reason": f"the reply to this request cannot be sent: {err}",
+                              "errors": self.errors}, seq=seq)
         return not self._stopping
 
     def _dispatch(self, msg: wire.Message):
         handler = self._handlers.get(msg.kind)
         if handler is None:
             raise ValueError(f"the encoder service does not take {msg.kind!r} requests")
+        check_fields(msg)
         return handler(msg)
 
     def _open(self, msg):
         h = msg.header
         encoder = PrequentialEncoder(
-            h["layers"], n_voxels=int(h["n_voxels"]), n_units=int(h["n_units"]),
-            lags=h["lags"], alphas=[float(a) for a in h["alphas"]], warmup=int(h["warmup"]),
-            **{k: kind(h[k]) for k, kind in OPEN_OPTIONS.items() if k in h})
+            h["layers"], n_voxels=h["n_voxels"], n_units=h["n_units"], lags=h["lags"],
+            alphas=[float(a) for a in h["alphas"]], warmup=h["warmup"],
+            **{k: float(h[k]) if _is_number(h[k]) else h[k] for k in OPEN_OPTIONS if k in h})
         if "state" in h:  # a resumed run: the encoder as it was at a checkpoint
             arrays = {name[len("state/"):]: a for name, a in msg.arrays.items()
                       if name.startswith("state/")}
@@ -210,8 +270,6 @@ class EncoderService:
     def _trial(self, msg):
         h = msg.header
         session, trial = self._run(h), h["trial"]
-        if not wire.is_int(trial):
-            raise ValueError(f"'trial' must be an integer, but got {trial!r}")
         if trial < session.next_trial:  # re-delivered: answer again, apply nothing
             if trial not in session.replies:
                 raise ValueError(f"trial {trial} of run {h['run']!r} was applied already and its "
@@ -228,7 +286,7 @@ class EncoderService:
         if "frames" not in msg.arrays:
             raise ValueError("a 'trial' message needs a 'frames' array")
         dropped = enc.dropped_frames
-        trial_r = enc.step(trial, int(h["unit"]), features, msg.arrays["frames"])
+        trial_r = enc.step(trial, h["unit"], features, msg.arrays["frames"])
         reply = ("scores", {"run": h["run"], "trial": trial,
                             "dropped_frames": enc.dropped_frames - dropped},
                  {"trial_r": np.array([trial_r[name] for name in enc.layers])})

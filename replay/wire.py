@@ -65,6 +65,7 @@ class ProtocolError(ValueError):
     """
 
     identity: bytes | None = None
+    seq: int | None = None  # the sender's sequence number, when the header held a valid one
 
 
 @dataclass
@@ -311,6 +312,16 @@ def decode(frames) -> Message:
         )
     views = [_as_bytes_view(frame, i) for i, frame in enumerate(frames)]
     header = _parse_header(views[1])
+    try:
+        return _decode_checked(header, views)
+    except ProtocolError as err:
+        # The rest may be wrong, yet a readable seq lets the reply reach the request it answers.
+        seq = header.get("seq")
+        err.seq = seq if is_int(seq) and seq >= 0 else None
+        raise
+
+
+def _decode_checked(header: dict, views: list) -> Message:
     kind = _check_envelope(header, views[0])
     specs = header.get("arrays")
     if not isinstance(specs, list):

@@ -188,7 +188,13 @@ BAD = {
     "open with a number too large": (False, lambda: _with_header(_open_frames(), n_voxels=10**400),
                                      "Maximum allowed dimension exceeded"),
     "open with a float overflow": (False, lambda: [b"open", bytes(_open_frames()[1])[:-1]
-                                                   + b',"n_units":1e400}'], "OverflowError"),
+                                                   + b',"n_units":1e400}'],
+                                   "'n_units' field of 'open'. Allowed values are an integer >= 1, "
+                                   "but got inf"),
+    "open with a string for a number": (False, lambda: _with_header(_open_frames(), n_voxels="5"),
+                                        "'n_voxels' field of 'open'.*but got '5' instead"),
+    "open with a run name too long": (False, lambda: _with_header(_open_frames(), run="r" * 300),
+                                      "'run' field of 'open'. Allowed values are a string of 1 to 256"),
     "unit out of range": (True, lambda: _trial_frames(unit=99), "'unit' parameter"),
     "a kind the service does not take": (True, lambda: wire.encode("scores", {"run": "run-1"}),
                                          "does not take 'scores' requests"),
@@ -390,7 +396,8 @@ def test_a_gap_or_a_stale_trial_is_refused_and_changes_nothing(served_inproc):
         client.trial("r", 0, sound, features, frames)
         with pytest.raises(EncoderError, match="expects trial 1 next, but got trial 2"):
             client.trial("r", 2, *trials[2])
-        with pytest.raises(EncoderError, match="'trial' must be an integer"):
+        with pytest.raises(EncoderError, match="'trial' field of 'trial'. Allowed values are an "
+                                               "integer >= 0, but got '1' instead"):
             client.request("trial", {"run": "r", "trial": "1", "unit": 0},
                            {"frames": frames, **{f"features/{k}": v for k, v in features.items()}})
         assert client.status()["runs"] == {"r": 1}
@@ -594,3 +601,32 @@ def test_monitor_command_follows_a_spawned_service(capsys):
     out = capsys.readouterr().out
     assert "monitor: joined; open runs: r at trial 0" in out
     assert "r trial 2: r " in out and "monitor: 4 message(s) received, 0 missed" in out
+
+
+def test_a_refused_trial_leaves_its_run_as_it_was(served_inproc):
+    client = served_inproc.client()
+    trials = _trials(12, 2)
+    try:
+        client.open("r", **OPEN)
+        with pytest.raises(EncoderError, match="'unit' parameter"):
+            client.trial("r", 0, 99, trials[0][1], trials[0][2])
+        assert client.status()["runs"] == {"r": 0} and client.status()["trials"] == 0
+        client.trial("r", 0, *trials[0])  # trial 0 is still the one it expects
+    finally:
+        client.close()
+
+
+def test_a_reply_too_large_to_send_becomes_an_error_and_the_service_lives_on(served_inproc):
+    """'status' lists every open run: 300 runs of 250-character names exceed a 64 kB header."""
+    client = served_inproc.client()
+    try:
+        for i in range(300):
+            client.open(f"{i:03d}" + "r" * 247, **OPEN)
+        with pytest.raises(EncoderError, match="the reply to this request cannot be sent: header "
+                                               "has .* bytes, at most 65536"):
+            client.status()
+        client.open("small", **OPEN)
+        client.trial("small", 0, *_trials(13, 1)[0])
+    finally:
+        client.close()
+    assert served_inproc.thread.is_alive()

@@ -174,8 +174,8 @@ def test_recv_times_out_instead_of_hanging(pair):
         (lambda f: [b"scores", *f[1:]], r"topic b'scores' does not match the header kind 'trial'"),
         (lambda f: _with_header(f, v=2), r"protocol version\. Allowed value is 1, but got 2"),
         (lambda f: _with_header(f, v="1"), r"protocol version\. .* but got '1'"),
-        (lambda f: [b"hello", *_with_header(f, kind="hello")[1:]],
-         r"Invalid message kind\. .* but got 'hello'"),
+        (lambda f: [b"greeting", *_with_header(f, kind="greeting")[1:]],
+         r"Invalid message kind\. .* but got 'greeting'"),
         (lambda f: _with_header(f, seq=-1), r"'seq' must be a non-negative integer"),
         (lambda f: _with_header(f, ts="now"), r"'ts' must be a finite number"),
         (lambda f: _with_header(f, arrays={"a": 1}), r"'arrays' must be a list"),
@@ -207,9 +207,9 @@ def test_decode_rejects(mutate, match):
 
 
 def test_encode_rejects_bad_input():
-    kind_message = r"'kind' parameter\. Allowed values are 'open', .* but got 'hello'"
+    kind_message = r"'kind' parameter\. Allowed values are 'open', .* but got 'greeting'"
     with pytest.raises(ProtocolError, match=kind_message):
-        encode("hello")
+        encode("greeting")
     with pytest.raises(ProtocolError, match=r"\['seq'\] are reserved"):
         encode("ack", {"seq": 3})
     with pytest.raises(ProtocolError, match=r"Invalid dtype for array 'x'.* but got 'complex128'"):
