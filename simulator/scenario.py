@@ -63,10 +63,11 @@ DEFAULTS = {
     },
 }
 CHOICES = {"mode": RUN_MODES, "order": ORDERS, "dtype": ("float32", "float64")}
-NONEMPTY = ("alphas", "lags")
+NONEMPTY = ("alphas", "lags", "seeds", "subjects", "layers")
+DISTINCT = ("alphas", "lags", "seeds", "subjects", "layers")
 MINIMUM = {"threads": 1, "sample_rate": 1, "steps_per_sound": 1, "mask_span": 1,
-           "forgetting": 1e-6, "drift_threshold": 1e-9}
-MAXIMUM = {"forgetting": 1.0}
+           "forgetting": 1e-6, "drift_threshold": 1e-9, "offline_epochs": 1}
+MAXIMUM = {"forgetting": 1.0, "retention": 1.0, "mask_prob": 1.0}
 TOP_ONLY = ("variants", "compare")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "a boolean"}
 
@@ -202,10 +203,13 @@ def _check_value(value, default, key, path, where):
                             f"{allowed_values(CHOICES[key])}, but got {value!r} instead.")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < MINIMUM.get(key, 0):
         raise ScenarioError(f"{where}: {path} must be at least {MINIMUM.get(key, 0)}, got {value!r}")
-    if isinstance(value, list) and any(isinstance(v, float) and (v < 0 or v != v) for v in value):
+    if isinstance(value, list) and any(isinstance(v, (int, float)) and (v < 0 or v != v)
+                                       for v in value):
         raise ScenarioError(f"{where}: {path} must hold numbers >= 0, got {value!r}")
     if key in NONEMPTY and not value:
         raise ScenarioError(f"{where}: {path} must not be empty")
+    if key in DISTINCT and len(set(value)) != len(value):
+        raise ScenarioError(f"{where}: {path} repeats a value, got {value!r}; give each once")
     if key in MAXIMUM and value > MAXIMUM[key]:
         raise ScenarioError(f"{where}: {path} must be at most {MAXIMUM[key]}, got {value!r}")
     return value

@@ -135,3 +135,25 @@ def test_validate_with_a_missing_checkpoint(tmp_path, capsys):
     _fails(capsys, ["validate", "--out", str(tmp_path / "v"), "--plan", "quick", "--checkpoint",
                     str(tmp_path / "nope")], "validate", "nope")
     assert not (tmp_path / "v").exists()  # refused before anything was made
+
+
+def test_run_on_a_corrupted_store_gives_one_line_and_writes_nothing(tmp_path, capsys,
+                                                                     tiny_recording, tiny_checkpoint):
+    import shutil
+
+    store = tmp_path / "rec.zarr"
+    shutil.copytree(tiny_recording, store)
+    chunk = sorted((store / "subjects").rglob("responses/c/*/*"))[0]
+    chunk.write_bytes(b"\x00garbage")  # a chunk torn by a crash or a bad copy
+    _fails(capsys, ["run", str(_scenario(tmp_path)), "--store", str(store), "--results",
+                    str(tmp_path / "res.zarr"), "--set", f"model.checkpoint={tiny_checkpoint}"],
+           "run", "rec.zarr/subjects/sub-01/sessions/0/responses: the chunk of frames")
+    assert not (tmp_path / "res.zarr").exists()
+
+
+def test_monitor_with_an_outside_encoder_is_refused(tmp_path, capsys, tiny_recording,
+                                                    tiny_checkpoint):
+    _fails(capsys, ["run", str(_scenario(tmp_path)), "--store", str(tiny_recording),
+                    "--results", str(tmp_path / "res.zarr"), "--encoder", "tcp://127.0.0.1:1",
+                    "--monitor", "tcp://127.0.0.1:2", "--set", f"model.checkpoint={tiny_checkpoint}"],
+           "run", "--monitor sets up the encoder service the run starts")

@@ -79,6 +79,13 @@ def test_unknown_key_lists_the_known_keys(tmp_path):
     ("[encoder]\nforgetting = 0\n", "encoder.forgetting must be at least 1e-06"),
     ("[encoder]\ndtype = 'float16'\n", "Allowed values are 'float32' and 'float64'"),
     ("[encoder]\nalpha = 10.0\n", "unknown key 'encoder.alpha'.*alphas"),
+    ("[learning]\nretention = 1.5\n", "learning.retention must be at most 1.0, got 1.5"),
+    ("[learning]\nmask_prob = 2.0\n", "learning.mask_prob must be at most 1.0, got 2.0"),
+    ("[learning]\noffline_epochs = 0\n", "learning.offline_epochs must be at least 1, got 0"),
+    ("[encoder]\nlags = [-1, 0]\n", r"encoder.lags must hold numbers >= 0, got \[-1, 0\]"),
+    ("[encoder]\nlags = [0, 1, 1]\n", r"encoder.lags repeats a value, got \[0, 1, 1\]"),
+    ("[encoder]\nlayers = []\n", "encoder.layers must not be empty"),
+    ("[variants.x]\nseeds = []\n", "variants.x.seeds must not be empty"),
     ("learning = 3\n", "learning must be a table"),
     ("[variants]\nx = 3\n", "variants.x must be a table"),
 ])
