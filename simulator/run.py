@@ -15,15 +15,18 @@ import signal
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import zmq
 from river.stats import Mean
 from river.utils import Rolling
 from threadpoolctl import threadpool_limits
 
 from encoders.ceiling import CEILING_FORMULA, noise_ceiling
 from encoders.client import EncoderClient, EncoderError, spawn_service
+from replay.security import ClientCurve
 from replay.store import open_recording
 from replay.tree import flatten, unflatten
 from replay.trials import nonfinite_voxels, repeated_responses, replay_session
@@ -54,19 +57,31 @@ def align(features: np.ndarray, n_frames: int) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a worker runs: where its checkpoints go (the results store; "" for none), every how
+    many trials (0: never), whether it resumes, and the Curve keys of an outside service."""
+
+    results: str = ""
+    checkpoint_every: int = 0
+    resume: bool = False
+    curve: ClientCurve | None = None
+
+
 def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None,
-                checkpoint: tuple[str, int, bool] | None = None) -> RunResult:
+                options: RunOptions = RunOptions()) -> RunResult:
     """Replay one run; return what it produced. Runs in a worker process.
 
-    ``checkpoint`` is ``(results path, every N trials, resume)``: the run saves a
-    `RunCheckpoint` every N trials (0: never) and, with ``resume``, continues from the last one.
+    The run saves a `RunCheckpoint` every ``options.checkpoint_every`` trials and, with
+    ``options.resume``, continues from the last one.
     """
     torch.set_num_threads(spec.config["model"]["threads"])
     with threadpool_limits(limits=spec.config["model"]["threads"], user_api="blas"):
-        return _execute_run(spec, store, endpoint, progress, checkpoint)
+        return _execute_run(spec, store, endpoint, progress, options)
 
 
-def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, checkpoint) -> RunResult:
+def _execute_run(spec: RunSpec, store: str, endpoint: str, progress,
+                 options: RunOptions) -> RunResult:
     cfg = spec.config
     parent = os.getppid()
     recording = open_recording(store, validate=False)  # the parent validated it
@@ -80,7 +95,7 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, checkpoint)
     n_events = len(recording.events(spec.subject, session))
     n_voxels = recording.responses(spec.subject, session).shape[1]
     masked, _ = nonfinite_voxels(recording, spec.subject, session)
-    results, every, resume = checkpoint or ("", 0, False)
+    results, every, resume = options.results, options.checkpoint_every, options.resume
     saver = RunCheckpoint(results, spec.run_id) if results else None
     rows = {k: [] for k in ("event", "stimulus", "repeat", *TRIAL_FIELDS, "delta_w", "trial_r",
                             *(f"time_{t}" for t in TIMERS))}
@@ -92,7 +107,7 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, checkpoint)
             learner.load_state_dict(state["learner"])
             encoder_state = state["encoder"]
             rows = {k: list(v) for k, v in flatten(state["rows"])[1].items()}
-    client = EncoderClient(endpoint)
+    client = EncoderClient(endpoint, curve=options.curve)
     enc = cfg["encoder"]
     # One key per run and results store: a resumed run reopens (replaces) its own session in a
     # service that outlived the run, and runs of other stores never collide with it.
@@ -177,24 +192,26 @@ def _digest(text: str) -> str:
 def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None = None,
                  force: bool = False, log=print, progress_bar: bool = True,
                  encoder: str | None = None, resume: bool = False,
-                 checkpoint_every: int = CHECKPOINT_EVERY, monitor: str | None = None) -> list[str]:
+                 checkpoint_every: int = CHECKPOINT_EVERY, monitor: str | None = None,
+                 curve: ClientCurve | None = None) -> list[str]:
     """Run every run of ``scenario`` not already in ``results``; return the run ids written.
 
     ``encoder`` is the endpoint of a running encoder service to use (and leave running); by
     default a service is started for the call and stopped after it. Each run checkpoints every
     ``checkpoint_every`` trials (0: never); ``resume`` continues interrupted runs from their
     checkpoints (without it, a run with a checkpoint is refused, so none is lost by mistake).
-    ``monitor``: an endpoint where the service started here publishes each scored trial.
+    ``monitor``: an endpoint where the service started here publishes each scored trial;
+    ``curve``: the client keys for an ``encoder`` that requires them (``replay.security``).
     """
     written = run_scenarios([(scenario, store, results)], jobs, force, log, progress_bar, encoder,
-                            resume, checkpoint_every, monitor)
+                            resume, checkpoint_every, monitor, curve)
     return [run_id for _, run_id in written]
 
 
 def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print,
                   progress_bar: bool = True, encoder: str | None = None, resume: bool = False,
-                  checkpoint_every: int = CHECKPOINT_EVERY,
-                  monitor: str | None = None) -> list[tuple[str, str]]:
+                  checkpoint_every: int = CHECKPOINT_EVERY, monitor: str | None = None,
+                  curve: ClientCurve | None = None) -> list[tuple[str, str]]:
     """``run_scenario`` for several ``(scenario, store, results)`` at once, sharing one process
     pool (so no core idles between them) and one encoder service; return the (results, run id)
     pairs written. Every scenario and store is checked before any run starts."""
@@ -212,7 +229,11 @@ def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print
     if not todo:
         return []
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    options = (checkpoint_every, resume)
+    if curve is not None and encoder is None:
+        raise ScenarioError("Curve keys are for an outside encoder service: pass --encoder too")
+    if curve is not None:
+        _check_keys(curve)
+    options = RunOptions("", checkpoint_every, resume, curve)
     if encoder is not None:
         return _run_pool(todo, encoder, jobs, total, progress_bar, log, options)
     service, endpoint = spawn_service(monitor=monitor)
@@ -232,6 +253,15 @@ def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print
             service.wait(timeout=10)
         except subprocess.TimeoutExpired:
             service.kill()
+
+
+def _check_keys(curve: ClientCurve) -> None:
+    """Load the keys once here, so a bad key file fails before any run starts."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        curve.apply(sock)
+    finally:
+        sock.close(linger=0)
 
 
 def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
@@ -314,14 +344,13 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_pool(todo, endpoint, jobs, total, progress_bar, log, options,
+def _run_pool(todo, endpoint, jobs, total, progress_bar, log, options: RunOptions,
               service=None) -> list[tuple[str, str]]:
     """Run ``todo`` in a process pool; write each run as it finishes. On the first failure (or
     Ctrl-C, or the death of the encoder ``service`` we started) the other runs are stopped and
     the error is raised; finished runs stay written, interrupted ones keep their checkpoints."""
     from tqdm import tqdm
 
-    every, resume = options
     ctx = multiprocessing.get_context("spawn")
     written = []
     with ctx.Manager() as manager:
@@ -331,7 +360,7 @@ def _run_pool(todo, endpoint, jobs, total, progress_bar, log, options,
         pool = ctx.Pool(jobs, initializer=_ignore_sigint)
         try:
             pending = {(results, spec.run_id): (root, pool.apply_async(
-                execute_run, (spec, store, endpoint, progress, (results, every, resume))))
+                execute_run, (spec, store, endpoint, progress, replace(options, results=results))))
                 for spec, store, root, results in todo}
             while pending:
                 time.sleep(0.2)

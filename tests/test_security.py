@@ -393,3 +393,23 @@ def test_nothing_is_unpickled_or_evaluated(package):
     for path in sorted((ROOT / package).rglob("*.py")):
         found += _forbidden(path.read_text(), str(path.relative_to(ROOT)))
     assert not found, found
+
+
+def test_cortexreplay_run_reaches_a_keyed_service_beyond_loopback(served, keys, tmp_path,
+                                                                  tiny_recording, tiny_checkpoint):
+    """The main job through an authenticated service bound on every interface."""
+    from simulator.cli import main
+    from simulator.results import read_runs
+
+    scenario = tmp_path / "scen.toml"
+    scenario.write_text("mode = 'frozen'\n[encoder]\nlags = [0, 1]\nwarmup = 2\n")
+    port = served.service.endpoint.rsplit(":", 1)[1]
+    argv = ["run", str(scenario), "--store", str(tiny_recording), "--results",
+            str(tmp_path / "res.zarr"), "--set", f"model.checkpoint={tiny_checkpoint}",
+            "--encoder", f"tcp://127.0.0.1:{port}", "--no-progress", "--jobs", "1",
+            "--curve-key", str(keys["client"].secret_file),
+            "--curve-server", str(keys["client"].server_public_file)]
+    assert main(argv) == 0
+    (run,) = read_runs(tmp_path / "res.zarr")
+    assert run["scores"]["r"].shape[1] == 24 and served.service.trials == 12
+    assert main(argv[:-2]) == 2  # --curve-key without --curve-server: refused in one line

@@ -1,4 +1,6 @@
 """`cortexreplay run`: run every variant of a scenario and write a results store."""
+from replay.security import ClientCurve
+
 from ..run import CHECKPOINT_EVERY, run_scenario
 from ..scenario import load_scenario
 
@@ -19,6 +21,10 @@ def add_parser(sub):
                    help="continue interrupted runs from their last checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="N",
                    help=f"checkpoint each run every N trials (default {CHECKPOINT_EVERY}; 0: never)")
+    p.add_argument("--curve-key", metavar="FILE", default=None,
+                   help="this client's NAME.key_secret, for an --encoder that requires keys")
+    p.add_argument("--curve-server", metavar="FILE", default=None,
+                   help="the --encoder service's public .key file (with --curve-key)")
     p.add_argument("--monitor", metavar="ENDPOINT", default=None,
                    help="publish each scored trial here for 'cortexreplay monitor' (loopback)")
     p.add_argument("--no-progress", action="store_true")
@@ -32,8 +38,11 @@ def main(args):
     if not store:
         raise ValueError("no recording store: pass --store or set data.store in the scenario")
     results = args.results or f"results/{scenario.name}.zarr"
+    if (args.curve_key is None) != (args.curve_server is None):
+        raise ValueError("--curve-key and --curve-server go together: give both or neither")
+    curve = ClientCurve(args.curve_key, args.curve_server) if args.curve_key else None
     written = run_scenario(scenario, store, results, jobs=args.jobs, force=args.force,
                            progress_bar=not args.no_progress, encoder=args.encoder,
                            resume=args.resume, checkpoint_every=args.checkpoint_every,
-                           monitor=args.monitor)
+                           monitor=args.monitor, curve=curve)
     print(f"run: {len(written)} run(s) written to {results}")
