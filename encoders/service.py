@@ -29,6 +29,7 @@ log = logging.getLogger("cortexreplay.encoder")
 KEPT_REPLIES = 64
 # Messages queued per monitor before the XPUB socket drops (monitoring may lose, and says so).
 MONITOR_HWM = 1000
+MAX_REASON = 1000  # characters of an error's reason
 MAX_RUN_NAME = 256  # characters: replies echo the name, and a header holds at most 64 kB
 
 
@@ -234,12 +235,14 @@ class EncoderService:
             else:  # no check foresaw it (e.g. a JSON number too large for int): log the trace
                 log.exception("rejected request %d", self.errors)
                 reason = f"{type(err).__name__}: {err}"
+            # A reason quoting a huge value must still fit in a reply header.
+            reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON] + "..."
             kind, fields, arrays = "error", {"reason": reason, "errors": self.errors}, None
         if identity is not None:
             try:
                 wire.send_to(self.socket, identity, kind, fields, arrays, seq=seq)
-            except wire.ProtocolError as err:  # a reply that cannot be encoded (a huge run name)
-                self.errors += 1
+            except wire.ProtocolError as err:  # a reply that cannot be encoded (a huge run list)
+                self.errors += kind != "error"  # the request is refused now, and counted once
                 log.warning("could not reply to request %d: %s", seq, err)
                 wire.send_to(self.socket, identity, "error",
                              {"reason": f"the reply to this request cannot be sent: {err}",
@@ -285,6 +288,10 @@ class EncoderService:
                     if name.startswith("features/")}
         if "frames" not in msg.arrays:
             raise ValueError("a 'trial' message needs a 'frames' array")
+        for name, a in msg.arrays.items():
+            if a.dtype.kind != "f":  # numbers measured or computed: an integer buffer is a mix-up
+                raise ValueError(f"Invalid dtype for array {name!r}. Allowed values are 'float32' "
+                                 f"and 'float64', but got {a.dtype.name!r} instead.")
         dropped = enc.dropped_frames
         trial_r = enc.step(trial, h["unit"], features, msg.arrays["frames"])
         reply = ("scores", {"run": h["run"], "trial": trial,

@@ -76,12 +76,19 @@ def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None,
     ``options.resume``, continues from the last one.
     """
     torch.set_num_threads(spec.config["model"]["threads"])
-    with threadpool_limits(limits=spec.config["model"]["threads"], user_api="blas"):
-        return _execute_run(spec, store, endpoint, progress, options)
+    saver = RunCheckpoint(options.results, spec.run_id) if options.results else None
+    if saver is not None:
+        saver.acquire()  # held while we run: a stale worker of a killed run cannot write beside us
+    try:
+        with threadpool_limits(limits=spec.config["model"]["threads"], user_api="blas"):
+            return _execute_run(spec, store, endpoint, progress, options, saver)
+    finally:
+        if saver is not None:
+            saver.release()  # pool workers live on to run other runs
 
 
-def _execute_run(spec: RunSpec, store: str, endpoint: str, progress,
-                 options: RunOptions) -> RunResult:
+def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: RunOptions,
+                 saver: RunCheckpoint | None) -> RunResult:
     cfg = spec.config
     parent = os.getppid()
     recording = open_recording(store, validate=False)  # the parent validated it
@@ -96,17 +103,14 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress,
     n_voxels = recording.responses(spec.subject, session).shape[1]
     masked, _ = nonfinite_voxels(recording, spec.subject, session)
     results, every, resume = options.results, options.checkpoint_every, options.resume
-    saver = RunCheckpoint(results, spec.run_id) if results else None
     rows = {k: [] for k in ("event", "stimulus", "repeat", *TRIAL_FIELDS, "delta_w", "trial_r",
                             *(f"time_{t}" for t in TIMERS))}
     start, encoder_state = 0, None
-    if saver is not None:
-        saver.acquire()  # held until this process ends: a stale worker cannot write beside us
-        if resume and saver.exists():
-            start, state = saver.load(cfg)
-            learner.load_state_dict(state["learner"])
-            encoder_state = state["encoder"]
-            rows = {k: list(v) for k, v in flatten(state["rows"])[1].items()}
+    if saver is not None and resume and saver.exists():
+        start, state = saver.load(cfg)
+        learner.load_state_dict(state["learner"])
+        encoder_state = state["encoder"]
+        rows = {k: list(v) for k, v in flatten(state["rows"])[1].items()}
     client = EncoderClient(endpoint, curve=options.curve)
     enc = cfg["encoder"]
     # One key per run and results store: a resumed run reopens (replaces) its own session in a
