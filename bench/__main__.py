@@ -5,9 +5,9 @@ import platform
 import sys
 from pathlib import Path
 
-from . import encoder_scale, encoder_step, learner_step
+from . import backpressure, encoder_scale, encoder_step, learner_step
 
-BENCHES = (learner_step, encoder_step, encoder_scale)
+BENCHES = (learner_step, encoder_step, encoder_scale, backpressure)
 
 
 def main(argv=None) -> int:
