@@ -71,14 +71,20 @@ def weight_gain_alignment(run: dict, frozen: dict, layer: str, n_perm: int = 100
 def pattern_drift(patterns: np.ndarray) -> np.ndarray:
     """``1 − corr(first, second presentation)`` per sound, from patterns (n_sounds, n_repeats ≥ 2, n).
 
-    A pattern with no variance (or a missing presentation, NaN) gives NaN.
+    The correlation runs over the entries finite in both presentations (a voxel's frame lost to a
+    NaN leaves that voxel out of that sound's drift); a pattern with no variance, or a missing
+    presentation (all NaN), gives NaN.
 
-    >>> p = np.array([[[1.0, 2, 3], [1, 2, 3]], [[1, 2, 3], [3, 2, 1]]])
+    >>> p = np.array([[[1.0, 2, 3], [1, 2, 3]], [[1, 2, 3], [3, 2, 1]], [[1, 2, 9], [1, 2, np.nan]]])
     >>> pattern_drift(p).round(3).tolist()
-    [0.0, 2.0]
+    [0.0, 2.0, 0.0]
     """
-    a = patterns[:, 0] - patterns[:, 0].mean(axis=1, keepdims=True)
-    b = patterns[:, 1] - patterns[:, 1].mean(axis=1, keepdims=True)
+    valid = np.isfinite(patterns[:, 0]) & np.isfinite(patterns[:, 1])
+    n = valid.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a, b = (np.where(valid, patterns[:, k], 0.0) for k in (0, 1))
+        a = np.where(valid, a - a.sum(axis=1, keepdims=True) / n, 0.0)
+        b = np.where(valid, b - b.sum(axis=1, keepdims=True) / n, 0.0)
     denom = np.sqrt((a * a).sum(1) * (b * b).sum(1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denom > 0, 1.0 - (a * b).sum(1) / denom, np.nan)

@@ -20,6 +20,7 @@ from encoders.ceiling import CEILING_FORMULA
 from encoders.scores import pearson_from_stats
 from encoders.stats import (bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_test, score,
                             voxel_p_values)
+from replay.trials import MAX_NONFINITE_FRACTION
 
 from .alignment import drift_alignment, weight_gain_alignment
 from .results import read_runs, read_subject_arrays, results_attrs
@@ -175,6 +176,11 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
                      "n_runs": sum(len(g) for g in groups.values()),
                      "skipped_steps": int(sum(r["trials"].get("skipped_steps", np.zeros(0)).sum()
                                               for g in groups.values() for r in g)),
+                     # The non-finite frame policy's counts (docs/protocol.md), over the runs.
+                     "masked_voxels": int(sum(r.get("masked_voxels", 0)
+                                              for g in groups.values() for r in g)),
+                     "dropped_frames": int(sum(r.get("dropped_frames", 0)
+                                               for g in groups.values() for r in g)),
                      "seeds": sorted({r["seed"] for g in groups.values() for r in g}),
                      "subjects": sorted(groups)})
     comparisons = []
@@ -329,6 +335,11 @@ def format_table(summary: dict) -> str:
             lines.append(f"{r['name']}: encoder at {r['best_layer']}: median ridge penalty "
                          f"{r['alpha_median']:g}; alignment changed (drift) in {changed}/{total} "
                          "voxels")
+    for r in summary["runs"]:
+        if r.get("masked_voxels") or r.get("dropped_frames"):
+            lines.append(f"{r['name']}: {r['masked_voxels']} voxel(s) masked (non-finite in more "
+                         f"than {MAX_NONFINITE_FRACTION:.0%} of their frames; no score) and "
+                         f"{r['dropped_frames']} frame(s) left out for a NaN or inf")
     for r in summary["runs"]:
         if r.get("skipped_steps"):
             lines.append(f"{r['name']}: {r['skipped_steps']} self-supervised steps skipped because "

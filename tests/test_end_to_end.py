@@ -223,3 +223,34 @@ def test_noise_ceiling_and_normalised_scores(finished, capsys):
 def aligned_n(summary, variant):
     (a,) = [a for a in summary["alignment"] if a["variant"] == variant]
     return a["layers"]["layer_1"]["n_trials"]
+
+
+def test_nan_frames_are_masked_dropped_counted_and_summarised(tmp_path, tiny_recording,
+                                                              tiny_checkpoint, capsys):
+    """The non-finite policy through a whole run: a voxel lost for a third of the session is
+    masked (no score), a few scattered NaN and inf drop their frames, and the summary says so."""
+    import shutil
+
+    import zarr
+
+    store = tmp_path / "rec.zarr"
+    shutil.copytree(tiny_recording, store)
+    responses = zarr.open_array(store / "subjects/sub-01/sessions/0/responses", mode="r+")
+    Y = responses[...]
+    n_frames = len(Y)
+    Y[: n_frames // 3, 5] = np.nan          # voxel 5: lost for a third of the session
+    Y[[10, 40, 41], [0, 7, 7]] = [np.inf, np.nan, -np.inf]  # 3 values in 3 frames, inside trials
+    responses[...] = Y
+    scenario = tmp_path / "nan.toml"
+    scenario.write_text("mode = 'frozen'\n[encoder]\nlags = [0, 1]\nwarmup = 2\n")
+    argv = ["run", str(scenario), "--store", str(store), "--results", str(tmp_path / "res.zarr"),
+            "--set", f"model.checkpoint={tiny_checkpoint}", "--no-progress", "--jobs", "1"]
+    assert main(argv) == 0
+    (run,) = read_runs(tmp_path / "res.zarr")
+    assert run["masked_voxels"] == 1 and np.isnan(run["scores"]["r"][:, 5]).all()
+    assert np.isfinite(run["scores"]["r"][:, [0, 7]]).all()
+    assert 1 <= run["dropped_frames"] <= 3  # frames 10, 40, 41, where trials' windows reach them
+    capsys.readouterr()
+    assert main(["summary", str(tmp_path / "res.zarr")]) == 0
+    assert "1 voxel(s) masked (non-finite in more than 10% of their frames; no score)" in \
+        capsys.readouterr().out
