@@ -14,7 +14,7 @@ dies), no other process may resume it.
 >>> ckpt = RunCheckpoint(tmp.name, "continuous/sub-01/seed-0")
 >>> ckpt.save(12, {"rows": {"loss": np.arange(12.0)}}, config={"lr": 1e-4})
 >>> trial, state = ckpt.load(config={"lr": 1e-4})
->>> trial, state["rows"]["loss"][-1]
+>>> trial, float(state["rows"]["loss"][-1])
 (12, 11.0)
 >>> ckpt.remove(); ckpt.exists()
 False
@@ -100,10 +100,13 @@ class RunCheckpoint:
 
     def next_trial(self) -> int | None:
         """The trial the checkpoint resumes at (reads only the header), or None without one."""
-        if not self.exists():
-            return None
+        return self.trial_of(self.path)
+
+    @staticmethod
+    def trial_of(path: str | Path) -> int | None:
+        """The trial the checkpoint file at ``path`` resumes at, or None if it is not readable."""
         try:
-            with safe_open(str(self.path), framework="np") as f:
+            with safe_open(str(path), framework="np") as f:
                 return int((f.metadata() or {})["next_trial"])
         except (SafetensorError, OSError, ValueError, KeyError):
             return None

@@ -54,8 +54,8 @@ class RandomStreams:
             state["cuda"] = self._cuda_state.cpu().numpy().copy()
         return state
 
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from positions that `state_dict` returned."""
+    def load_state_dict(self, state: dict) -> RandomStreams:
+        """Continue from positions that `state_dict` returned. Returns self."""
         self.numpy.bit_generator.state = state["numpy"]
         legacy = np.random.RandomState()
         legacy.set_state(state["numpy_global"])
@@ -63,6 +63,7 @@ class RandomStreams:
         self._torch_state = torch.from_numpy(np.array(state["torch"], dtype=np.uint8))
         if self._cuda:
             self._cuda_state = torch.from_numpy(np.array(state["cuda"], dtype=np.uint8))
+        return self
 
     @contextlib.contextmanager
     def active(self):
