@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zmq
 
-from bench import fuzz
+from bench import fuzz, fuzz_messages
 from encoders.service import EncoderService
 from replay import wire
 
@@ -59,7 +59,7 @@ def test_fuzz_inproc_every_bad_message_is_refused_and_counted(served):
     assert report.n_bad == 5000 and served.service.errors == 5000
     assert report.errors_after == 5000  # the 'errors' field of the last error reply
     assert served.thread.is_alive()
-    assert all(report.tallies[name].sent > 0 for name in fuzz.DEFAULT_CLASSES)
+    assert all(report.tallies[name].sent > 0 for name in fuzz_messages.DEFAULT_CLASSES)
     # Decoder refusals and service refusals both took part; wire mutations that still decoded
     # (and so were not sent) are few.
     total = [sum(getattr(t, k) for t in report.tallies.values()) for k in ("decoder", "service")]
@@ -78,7 +78,7 @@ def test_fuzz_over_loopback_tcp():
         s.stop()
 
 
-@pytest.mark.parametrize("name", list(fuzz.MUTATIONS))
+@pytest.mark.parametrize("name", list(fuzz_messages.MUTATIONS))
 def test_each_mutation_class_alone_is_refused_with_a_reason(served, name):
     report = served.fuzz(30, seed=2, classes=[name], timeout_s=2.0)
     assert report.ok, report.table()
@@ -87,13 +87,13 @@ def test_each_mutation_class_alone_is_refused_with_a_reason(served, name):
     assert all(reason.strip() for reason in tally.reasons)
     # A wire class is refused by the decoder; a service class decodes and is refused by the
     # service's own checks (so it does test them).
-    refused_by = "service" if fuzz.MUTATIONS[name].service else "decoder"
+    refused_by = "service" if fuzz_messages.MUTATIONS[name].service else "decoder"
     assert getattr(tally, refused_by) == 30, report.table()
 
 
-@pytest.mark.parametrize("name", [n for n, m in fuzz.MUTATIONS.items() if not m.service])
+@pytest.mark.parametrize("name", [n for n, m in fuzz_messages.MUTATIONS.items() if not m.service])
 def test_decoder_refuses_wire_mutations_with_a_reply_sized_protocol_error(name):
-    cases = itertools.islice(fuzz.generate(3, [name]), 300)
+    cases = itertools.islice(fuzz_messages.generate(3, [name]), 300)
     refused = 0
     for case in cases:
         try:
@@ -110,14 +110,14 @@ def test_decoder_refuses_wire_mutations_with_a_reply_sized_protocol_error(name):
 
 def test_generation_is_seeded():
     def frames(seed):
-        return [[bytes(f) for f in c.frames] for c in itertools.islice(fuzz.generate(seed), 300)]
+        return [[bytes(f) for f in c.frames] for c in itertools.islice(fuzz_messages.generate(seed), 300)]
     assert frames(5) == frames(5)
     assert frames(5) != frames(6)
 
 
 @pytest.mark.parametrize("shape", [[0, 2**62, 2**62], [0, 2**63], [2**62, 0, 2**62]])
 def test_decoder_refuses_an_empty_array_too_large_for_numpy(shape):
-    frames = fuzz._with_header(fuzz._encode("trial", arrays={"frames": np.zeros(0, np.float32)}),
+    frames = fuzz_messages._with_header(fuzz_messages._encode("trial", arrays={"frames": np.zeros(0, np.float32)}),
                                {"v": 1, "kind": "trial", "seq": 0, "ts": 0.0,
                                 "arrays": [{"name": "frames", "dtype": "float32", "shape": shape}]})
     with pytest.raises(wire.ProtocolError, match=r"shape of array 'frames' must fit numpy's index "
@@ -126,7 +126,7 @@ def test_decoder_refuses_an_empty_array_too_large_for_numpy(shape):
 
 
 def test_decoder_names_a_size_past_python_digit_limit():
-    frames = fuzz._with_header(fuzz._encode("trial", arrays={"frames": np.zeros(1, np.float32)}),
+    frames = fuzz_messages._with_header(fuzz_messages._encode("trial", arrays={"frames": np.zeros(1, np.float32)}),
                                {"v": 1, "kind": "trial", "seq": 0, "ts": 0.0,
                                 "arrays": [{"name": "frames", "dtype": "float32",
                                             "shape": [10**4000, 10**4000]}]})
@@ -140,4 +140,4 @@ def test_full_size_command_at_a_small_size(capsys):
     assert fuzz.main(["--messages", "400", "--seed", "4"]) == 0
     out = capsys.readouterr().out
     assert "400 bad messages in" in out and "\nOK\n" in out
-    assert all(f"\n{name} " in out for name in fuzz.DEFAULT_CLASSES)
+    assert all(f"\n{name} " in out for name in fuzz_messages.DEFAULT_CLASSES)
