@@ -2,9 +2,11 @@
 
 Run it with ``cortexreplay encoder serve --bind ENDPOINT`` (or ``python -m encoders``).
 Each client opens a *run* (layers, voxels, lags, penalty grid), then sends trials; the service
-predicts each trial before learning from it and answers with the trial's scores. A malformed or
-invalid request gets an ``error`` reply and is counted; the service never dies on bad input.
-docs/protocol.md gives every message.
+predicts each trial before learning from it and answers with the trial's scores. A run's trial
+index is its sequence number: trials apply in order, exactly once (a re-sent one is answered
+from a cache), and ``snapshot`` / ``open`` with a state checkpoint and restore a run. A malformed
+or invalid request gets an ``error`` reply and is counted; the service never dies on bad input.
+Monitors may follow on an XPUB socket (`encoders.monitor`). docs/protocol.md gives every message.
 """
 from __future__ import annotations
 
@@ -130,14 +132,16 @@ class EncoderService:
                 self.authenticator = curve.apply(self.socket)  # options must precede bind
             self.socket.bind(endpoint)
         except BaseException:
-            self.socket.close(linger=0)
-            if self.authenticator is not None:
-                self.authenticator.stop()
+            self._abort()
             raise
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.monitor = self.monitor_endpoint = None
         if monitor is not None:
-            self.monitor, self.monitor_endpoint = self._bind_monitor(monitor)
+            try:
+                self.monitor, self.monitor_endpoint = self._bind_monitor(monitor)
+            except BaseException:  # a refused monitor endpoint leaves no socket behind
+                self._abort()
+                raise
         self._published = 0
         self.runs: dict[str, RunSession] = {}
         self.errors = self.trials = self.duplicates = 0
@@ -179,6 +183,12 @@ class EncoderService:
                 self.monitor.close()
             if self.authenticator is not None:
                 self.authenticator.stop()
+
+    def _abort(self) -> None:
+        """Close what a failed start had opened."""
+        self.socket.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
 
     def _bind_monitor(self, endpoint: str):
         """An XPUB socket for monitors (loopback only: it has no keys). XPUB, not PUB, because
