@@ -51,7 +51,6 @@ class EncoderClient:
         self._replies: dict[int, wire.Message] = {}
         self._trials: list[tuple[int, int]] = []  # (trial, seq) of trials sent, oldest first
         self.max_in_flight = 0    # the most trials in flight at once (what the window bounds)
-        self.dropped_frames = 0   # frames the service left out (non-finite), over this client
 
     def send(self, kind: str, fields: dict | None = None, arrays: dict | None = None) -> int:
         """Send one request without waiting; return its sequence number (for `wait`)."""
@@ -102,9 +101,9 @@ class EncoderClient:
         return int(self.request("open", fields, arrays).header.get("trial", 0))
 
     def trial(self, run: str, trial: int, unit: int, features: dict, frames: np.ndarray) -> np.ndarray:
-        """Send one trial and wait; return its per-layer voxel-mean r (scored before the encoder
-        learned from it). Trials already in flight are waited for first (their results
-        are then `drain`'s no more: use one way or the other)."""
+        """Send one trial and wait for it; return its per-layer voxel-mean r (scored before the
+        encoder learned from it). Use this or `submit` and `drain`, not both: it waits for every
+        trial in flight and returns this one's r only."""
         self.submit(run, trial, unit, features, frames)
         return self.drain()[-1][1]
 
@@ -127,9 +126,7 @@ class EncoderClient:
 
     def _collect(self) -> tuple[int, np.ndarray]:
         trial, seq = self._trials.pop(0)
-        reply = self.wait(seq)
-        self.dropped_frames += int(reply.header.get("dropped_frames", 0))
-        return trial, np.array(reply.arrays["trial_r"])
+        return trial, np.array(self.wait(seq).arrays["trial_r"])
 
     def snapshot(self, run: str) -> tuple[int, dict]:
         """The run's encoder state after every trial sent so far: ``(next trial, state tree)``,

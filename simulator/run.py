@@ -69,11 +69,12 @@ class RunOptions:
 
 
 def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None,
-                options: RunOptions = RunOptions()) -> RunResult:
+                options: RunOptions = RunOptions(), masked_voxels=None) -> RunResult:
     """Replay one run; return what it produced. Runs in a worker process.
 
     The run saves a `RunCheckpoint` every ``options.checkpoint_every`` trials and, with
-    ``options.resume``, continues from the last one.
+    ``options.resume``, continues from the last one. ``masked_voxels`` is the session's mask of
+    the non-finite policy (``replay.trials``), scanned here when not given.
     """
     torch.set_num_threads(spec.config["model"]["threads"])
     saver = RunCheckpoint(options.results, spec.run_id) if options.results else None
@@ -81,14 +82,14 @@ def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None,
         saver.acquire()  # held while we run: a stale worker of a killed run cannot write beside us
     try:
         with threadpool_limits(limits=spec.config["model"]["threads"], user_api="blas"):
-            return _execute_run(spec, store, endpoint, progress, options, saver)
+            return _execute_run(spec, store, endpoint, progress, options, saver, masked_voxels)
     finally:
         if saver is not None:
             saver.release()  # pool workers live on to run other runs
 
 
 def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: RunOptions,
-                 saver: RunCheckpoint | None) -> RunResult:
+                 saver: RunCheckpoint | None, masked) -> RunResult:
     cfg = spec.config
     parent = os.getppid()
     recording = open_recording(store, validate=False)  # the parent validated it
@@ -101,7 +102,8 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: Ru
     session = cfg["data"]["session"]
     n_events = len(recording.events(spec.subject, session))
     n_voxels = recording.responses(spec.subject, session).shape[1]
-    masked, _ = nonfinite_voxels(recording, spec.subject, session)
+    if masked is None:
+        masked, _ = nonfinite_voxels(recording, spec.subject, session)
     results, every, resume = options.results, options.checkpoint_every, options.resume
     rows = {k: [] for k in ("event", "stimulus", "repeat", *TRIAL_FIELDS, "delta_w", "trial_r",
                             *(f"time_{t}" for t in TIMERS))}
@@ -289,7 +291,13 @@ def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
     for ckpt in checkpoints:  # fail here, once, before anything is written
         load_checkpoint(ckpt)
     root = open_results(results, scenario.raw)
-    _write_brain_measures(root, recording, str(store), specs, log)
+    # The non-finite policy's mask: one scan per session, for its ceiling and all its runs.
+    masks = {}
+    for spec in specs:
+        where = (spec.subject, spec.config["data"]["session"])
+        if where not in masks:
+            masks[where] = nonfinite_voxels(recording, *where)[0]
+    _write_brain_measures(root, recording, str(store), specs, masks, log)
     todo, trials = [], 0
     for spec in specs:
         done = completed_config(root, spec.run_id)
@@ -313,14 +321,15 @@ def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
             saved.load(spec.config)  # refuses a checkpoint of other settings, before any work
             log(f"run: {spec.run_id} resumes at trial {at} of {n_events}")
             n_events -= at
-        todo.append((spec, str(store), root, str(results)))
+        todo.append((spec, str(store), root, str(results),
+                     masks[spec.subject, spec.config["data"]["session"]]))
         trials += n_events
     if todo:
         root.require_group("checkpoints")  # a group, so zarr lists the store without warnings
     return todo, trials
 
 
-def _write_brain_measures(root, recording, store: str, specs, log) -> None:
+def _write_brain_measures(root, recording, store: str, specs, masks, log) -> None:
     """Each replayed subject's noise ceiling and representational drift between repeats (they are
     the brain's alone): computed once, and again when the store, session or tail changes."""
     for spec in specs:
@@ -329,7 +338,8 @@ def _write_brain_measures(root, recording, store: str, specs, log) -> None:
         if key in root and {k: root[key].attrs.get(k) for k in ("store", "session", "tail_s")} == {
                 "store": store, "session": session, "tail_s": tail_s}:
             continue
-        repeated = repeated_responses(recording, spec.subject, session, tail_s)
+        repeated = repeated_responses(recording, spec.subject, session, tail_s,
+                                      masked_voxels=masks[spec.subject, session])
         if repeated is None:
             log(f"run: no repeated sound in {spec.subject} session {session}: no noise ceiling")
             continue
@@ -364,8 +374,9 @@ def _run_pool(todo, endpoint, jobs, total, progress_bar, log, options: RunOption
         pool = ctx.Pool(jobs, initializer=_ignore_sigint)
         try:
             pending = {(results, spec.run_id): (root, pool.apply_async(
-                execute_run, (spec, store, endpoint, progress, replace(options, results=results))))
-                for spec, store, root, results in todo}
+                execute_run, (spec, store, endpoint, progress, replace(options, results=results),
+                              masked)))
+                for spec, store, root, results, masked in todo}
             while pending:
                 time.sleep(0.2)
                 _drain(progress, bar, rolling)
