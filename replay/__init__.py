@@ -1,5 +1,6 @@
 """Streams of trials and frames: the recording store, orderings, pacing, the wire protocol, its
 security and the encoding of state trees."""
+from .assembly import AssemblyCounts, LiveEvent, LiveTrial, TrialAssembler
 from .clock import Pacer
 from .ordering import ORDERS, event_order
 from .store import (Events, Recording, RecordingWriter, StoreError, describe, open_recording,
@@ -9,7 +10,7 @@ from .trials import MAX_NONFINITE_FRACTION, Trial, nonfinite_voxels, replay_sess
 from .tree import flatten, unflatten
 from .wire import PROTOCOL_VERSION, Message, ProtocolError
 
-__all__ = ["Pacer", "ORDERS", "event_order", "Events", "Recording", "RecordingWriter", "StoreError",
+__all__ = ["AssemblyCounts", "LiveEvent", "LiveTrial", "TrialAssembler", "Pacer", "ORDERS", "event_order", "Events", "Recording", "RecordingWriter", "StoreError",
            "describe", "open_recording", "validate", "ClientCurve", "ServerCurve", "check_bind",
            "make_keys", "MAX_NONFINITE_FRACTION", "Trial", "nonfinite_voxels", "replay_session",
            "flatten", "unflatten", "PROTOCOL_VERSION", "Message", "ProtocolError"]
