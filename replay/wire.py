@@ -39,7 +39,7 @@ from .checks import allowed_values
 
 PROTOCOL_VERSION = 1
 KINDS = ("open", "trial", "scores", "snapshot", "state", "finish", "result", "status", "ack",
-         "error", "shutdown", "hello", "progress")
+         "error", "shutdown", "hello", "progress", "session", "frames", "event", "end")
 DTYPES = ("float32", "float64", "int32", "int64", "uint8", "bool")
 RESERVED = ("v", "kind", "seq", "ts", "arrays")
 MAX_HEADER_BYTES = 65536

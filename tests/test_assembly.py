@@ -10,7 +10,7 @@ RATE, N_VOXELS, TAIL = 1.0, 6, 3.0
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory):
+def live_store(tmp_path_factory):
     """8 sounds of 2-4 s, one every 9 s, frames at 1 Hz: windows of sound + 3 s tail."""
     rng = np.random.default_rng(0)
     onsets = 2.0 + 9.0 * np.arange(8)
@@ -23,7 +23,12 @@ def recording(tmp_path_factory):
         w.write_session("s1", 0, rng.standard_normal((n_frames, N_VOXELS)), RATE,
                         dict(onset_s=onsets, stimulus=np.arange(8), duration_s=durations,
                              repeat=np.zeros(8)))
-    return open_recording(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def recording(live_store):
+    return open_recording(live_store)
 
 
 def _stream(recording, rng=None, drop=0.0, duplicate=0.0, shuffle=0, jitter=0.0, t0=1000.0):

@@ -146,8 +146,8 @@ def test_every_kind_has_a_subsection_a_table_row_and_an_example():
         in_section = [h for heading, h, _ in EXAMPLES if heading == f"`{kind}`" and h["kind"] == kind]
         assert in_section, f"the `{kind}` subsection has no example of its kind"
     for kind, (sent_by, reply) in table.items():
-        assert sent_by in ("client", "service")
-        assert (reply is not None) == (sent_by == "client"), kind
+        assert sent_by in ("client", "service", "acquisition")
+        assert (reply is not None) == (sent_by == "client"), kind  # PUSH/PULL has no replies
         assert reply is None or table[reply][0] == "service"
 
 
@@ -308,3 +308,38 @@ def test_the_documents_conversation_with_a_real_service(served):
     assert not served.thread.is_alive()
     sock.close()
     sub.close()
+
+
+def test_the_documents_acquisition_stream_gives_a_zmq_source_its_trial(tmp_path):
+    """The Acquisition examples, sent as the document builds them, make a live trial."""
+    from replay.live import ZmqSource
+    from replay.store import RecordingWriter, open_recording
+
+    with RecordingWriter(tmp_path / "rec.zarr") as w:
+        w.write_stimuli([np.ones(16000, np.float32)] * 8, sample_rate=16000)
+    examples = {h["kind"]: h for heading, h, _ in EXAMPLES
+                if h["kind"] in ("session", "frames", "event", "end")}
+    context = zmq.Context()
+    source = ZmqSource("inproc://doc-acquisition", open_recording(tmp_path / "rec.zarr"),
+                       tail_s=1.0, timeout_s=5, context=context)
+    push = context.socket(zmq.PUSH)
+    push.connect(source.endpoint)
+    n_voxels = examples["session"]["n_voxels"]
+    try:
+        push.send_multipart(_frames(examples["session"]))
+        push.send_multipart(_frames(examples["event"]))
+        for k in range(4):  # frames 0-3 of the example's shape, at t0 + k seconds
+            header = {**examples["frames"], "seq": 3 + k}
+            frame = np.full((1, n_voxels), k, np.float32)
+            push.send_multipart(_frames(header, {"frames": frame.tobytes(), "timestamps":
+                                                 np.array([examples["session"]["t0"] + k]).tobytes()}))
+        push.send_multipart(_frames(examples["end"]))
+        trials = list(source)
+    finally:
+        push.close(linger=0)
+        source.close()
+        context.term()
+    assert source.report()["bad_messages"] == 0 and source.report()["ended"]
+    (trial,) = trials
+    assert trial.stimulus == examples["event"]["stimulus"]
+    assert trial.frames[:, 0].tolist() == [1.0, 2.0]  # from the onset (1 s): 1 s of sound, 1 s tail

@@ -6,9 +6,10 @@ import sys
 
 from encoders.client import EncoderError
 
-from . import encoder, inspect, keys, monitor, pretrain, run, summary, synth, validate
+from . import (encoder, fake_scanner, inspect, keys, monitor, pretrain, run, summary, synth,
+               validate)
 
-COMMANDS = (synth, pretrain, inspect, run, summary, validate, encoder, monitor, keys)
+COMMANDS = (synth, pretrain, inspect, run, summary, validate, encoder, monitor, keys, fake_scanner)
 
 
 def main(argv=None) -> int:
