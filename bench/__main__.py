@@ -5,9 +5,9 @@ import platform
 import sys
 from pathlib import Path
 
-from . import backpressure, encoder_scale, encoder_step, learner_step
+from . import backpressure, encoder_scale, encoder_step, learner_step, realtime
 
-BENCHES = (learner_step, encoder_step, encoder_scale, backpressure)
+BENCHES = (learner_step, encoder_step, encoder_scale, backpressure, realtime)
 
 
 def main(argv=None) -> int:

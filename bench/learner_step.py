@@ -9,10 +9,9 @@ import numpy as np
 import torch
 
 from simulator.learner import Learner
-from simulator.model import build_model, normalize_wave
-from simulator.ssl import sample_mask, sample_negatives
+from simulator.model import build_model
 
-from .timing import best_time
+from .timing import best_time, pretraining_inputs
 
 STEPS, SECONDS, SR = 3, 2.0, 16000
 
@@ -29,12 +28,7 @@ def run() -> dict:
 
     model = build_model("tiny")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = normalize_wave(wave)
-    n = int(model._get_feat_extract_output_lengths(x.shape[1]))
-    rng = np.random.default_rng(0)
-    mask = sample_mask(rng, n, 0.4, 3)
-    neg = torch.from_numpy(sample_negatives(rng, mask, model.config.num_negatives)[None])
-    mask_t = torch.from_numpy(mask[None])
+    x, mask_t, neg = pretraining_inputs(model, wave)
 
     def bare():
         model.eval()

@@ -1,5 +1,12 @@
-"""Timing helper shared by the benchmarks: best-of-repeats after a warm-up."""
+"""Helpers shared by the benchmarks: best-of-repeats after a warm-up, and the inputs of a bare
+transformers pretraining step."""
 import time
+
+import numpy as np
+import torch
+
+from simulator.model import normalize_wave
+from simulator.ssl import sample_mask, sample_negatives
 
 
 def best_time(fn, repeats: int = 5, warmup: int = 1) -> float:
@@ -12,3 +19,14 @@ def best_time(fn, repeats: int = 5, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def pretraining_inputs(model, wave, seed: int = 0):
+    """``(x, mask_time_indices, sampled_negative_indices)`` for ``model(...)``: the normalised
+    waveform and one draw of the masks and negatives `simulator.ssl.ssl_step` uses."""
+    x = normalize_wave(wave)
+    n = int(model._get_feat_extract_output_lengths(x.shape[1]))
+    rng = np.random.default_rng(seed)
+    mask = sample_mask(rng, n, 0.4, 3)
+    neg = torch.from_numpy(sample_negatives(rng, mask, model.config.num_negatives)[None])
+    return x, torch.from_numpy(mask[None]), neg
