@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +217,12 @@ def test_a_service_with_keys_stops_when_its_context_is_terminated(keys):
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    time.sleep(0.1)
+    # One authorised round trip first: the authenticator's thread is up and answering, so the
+    # termination below meets a running service, not one still starting.
+    client = EncoderClient(f"tcp://127.0.0.1:{service.endpoint.rsplit(':', 1)[1]}", timeout_s=5,
+                           context=context, curve=keys["client"])
+    client.status()
+    client.close()
     _term(context)  # returns once the service and its authenticator have closed their sockets
     thread.join(5)
     assert not thread.is_alive() and raised == [zmq.ETERM]
