@@ -3,46 +3,26 @@
 The full-size run is ``python -m bench.fuzz --messages 100000 --seed 0`` (a child process).
 """
 import itertools
-import threading
 
 import numpy as np
 import pytest
-import zmq
 
 from bench import fuzz, fuzz_messages
-from encoders.service import EncoderService
 from replay import wire
+
+import test_service
 
 pytestmark = pytest.mark.timeout(120)
 
 _names = itertools.count()
 
 
-class Served:
-    """An EncoderService answering in a thread, on its own context."""
-
-    def __init__(self, bind):
-        self.context = zmq.Context()
-        self.service = EncoderService(bind, context=self.context)
-        self.thread = threading.Thread(target=self.service.serve_forever, daemon=True)
-        self.thread.start()
+class Served(test_service.Served):
+    """The service tests' in-thread EncoderService, with a fuzzer aimed at it."""
 
     def fuzz(self, n_messages, seed=0, **options):
         return fuzz.fuzz(self.service.endpoint, n_messages, seed, context=self.context,
                          alive=self.thread.is_alive, errors=lambda: self.service.errors, **options)
-
-    def stop(self):
-        if self.thread.is_alive():
-            sock = self.context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVTIMEO, 5000)
-            sock.connect(self.service.endpoint)
-            try:
-                wire.send(sock, "shutdown", seq=1)
-                wire.recv(sock)
-            finally:
-                sock.close()
-        self.thread.join(5)
         self.context.destroy(linger=0)
 
 
