@@ -583,7 +583,7 @@ def _features_nonfinite(rng, t):
 @_mutation("open.invalid", service=True)
 def _open_invalid(rng, t):
     """An open with one field out of range or of the wrong type."""
-    bad = {"n_voxels": [0, -1, "abc", None, [], 10**400], "n_units": [0, -5, "x", None],
+    bad = {"n_voxels": [0, -1, "abc", None, [], 10**400], "n_units": [-1, -5, "x", None],
            "warmup": [-1, "x", None], "layers": [[], None, 5], "lags": [[], [-1], [1.5], [True],
                                                                        "x", None],
            "alphas": [[], ["x"], [-1.0], None, "x"], "forgetting": [0, 2, -0.5, "x", None],

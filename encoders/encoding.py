@@ -22,7 +22,8 @@ class PrequentialEncoder:
         Names of the feature spaces (one ridge each; all see the same brain frames).
     n_voxels : int
     n_units : int
-        Number of resampling units. Each trial's score sums go to the row of its unit; the
+        Number of resampling units (0: not known in advance, as in a live session; the sums grow
+        with the units seen, ``PrequentialScore``). Each trial's score sums go to the row of its unit; the
         simulator sends the trial's *recorded event* index, so runs that replay the same events
         in other orders can later be compared on the same scored trials (the summary regroups
         events by sound).
@@ -104,10 +105,7 @@ class PrequentialEncoder:
                frames: np.ndarray) -> dict[str, np.ndarray]:
         """Every layer's features, all checked before any layer scores or learns: a trial
         refused for one layer must leave the others (and the counters) as they were."""
-        n_units = self.scores[self.layers[0]].n_units
-        if not (isinstance(unit, (int, np.integer)) and 0 <= unit < n_units):
-            raise ValueError(f"Invalid value for the 'unit' parameter. Allowed values are "
-                             f"integers in [0, {n_units}), but got {unit!r} instead.")
+        self.scores[self.layers[0]].check_unit(unit)
         missing = [name for name in self.layers if name not in features]
         if missing:
             raise ValueError(f"trial {trial} lacks features for layer(s) {missing}")
@@ -157,7 +155,7 @@ class PrequentialEncoder:
 
     def unit_stats(self) -> np.ndarray:
         """(n_layers, n_units, 6, n_voxels) per-unit sufficient statistics."""
-        return np.stack([self.scores[name].stats for name in self.layers])
+        return np.stack([self.scores[name].unit_stats for name in self.layers])
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -166,7 +164,7 @@ class PrequentialEncoder:
         state = {"trials_seen": self.trials_seen, "dropped_frames": self.dropped_frames}
         for name in self.layers:
             score, model = self.scores[name], self.models[name]
-            layer = {"score": {"stats": score.stats.copy(), "trial_stats": score.trial_stats.copy(),
+            layer = {"score": {"stats": score.unit_stats.copy(), "trial_stats": score.trial_stats.copy(),
                                "n_scored_trials": score.n_scored_trials},
                      "drift": self.detectors[name].state_dict(),
                      "detections": np.array(self._drift[name], dtype=np.int64).reshape(-1, 2)}
@@ -183,10 +181,12 @@ class PrequentialEncoder:
             scores = [{k: np.array(layer["score"][k], dtype=np.float64)
                        for k in ("stats", "trial_stats")} for layer in layers]
             for got, want in zip(scores, self.scores.values()):
-                if got["stats"].shape != want.stats.shape or got["trial_stats"].shape != \
-                        want.trial_stats.shape:
+                # A growable score (n_units 0) takes any number of units; others their own.
+                fits = got["stats"].shape[1:] == want.stats.shape[1:] and (
+                    want.growable or len(got["stats"]) == want.n_units)
+                if not fits or got["trial_stats"].shape != want.trial_stats.shape:
                     raise ValueError(f"score sums of shape {got['stats'].shape}, but this run "
-                                     f"has {want.stats.shape}")
+                                     f"has {want.unit_stats.shape}")
             detectors = [PageHinkley(self.n_voxels).load_state_dict(layer["drift"])
                          for layer in layers]
             models = {}
@@ -203,6 +203,7 @@ class PrequentialEncoder:
         for name, layer, score, detector in zip(self.layers, layers, scores, detectors):
             self.scores[name].stats, self.scores[name].trial_stats = score["stats"], \
                 score["trial_stats"]
+            self.scores[name].n_units = len(score["stats"])
             self.scores[name].n_scored_trials = int(layer["score"]["n_scored_trials"])
             self.detectors[name] = detector
             self._drift[name] = [tuple(map(int, row)) for row in np.asarray(layer["detections"])]

@@ -96,7 +96,10 @@ class PrequentialScore:
 
     Parameters
     ----------
-    n_units, n_voxels : int
+    n_units : int
+        Number of units; 0 for a count not known in advance (a live session): the rows grow with
+        the highest unit seen, and ``n_units`` is then that unit + 1.
+    n_voxels : int
     warmup : int
         Trials with a smaller index are not pooled (the encoder has seen too little).
 
@@ -118,7 +121,7 @@ class PrequentialScore:
     """
 
     def __init__(self, n_units, n_voxels, warmup=0):
-        for name, value, low in (("n_units", n_units, 1), ("n_voxels", n_voxels, 1),
+        for name, value, low in (("n_units", n_units, 0), ("n_voxels", n_voxels, 1),
                                  ("warmup", warmup, 0)):
             if not (isinstance(value, (int, np.integer)) and value >= low):
                 raise ValueError(
@@ -126,17 +129,14 @@ class PrequentialScore:
                     f">= {low}, but got {value!r} instead."
                 )
         self.n_units, self.n_voxels, self.warmup = int(n_units), int(n_voxels), int(warmup)
+        self.growable = self.n_units == 0
         self.stats = np.zeros((self.n_units, len(STAT_NAMES), self.n_voxels))
         self.trial_stats = np.zeros((len(STAT_NAMES), self.n_voxels))
         self.n_scored_trials = 0
 
     def update(self, trial_index, unit, P, O):
         """Score one trial: ``P``, ``O`` (n_frames, n_voxels). Returns its voxel-mean r (float)."""
-        if not (isinstance(unit, (int, np.integer)) and 0 <= unit < self.n_units):
-            raise ValueError(
-                f"Invalid value for the 'unit' parameter. Allowed values are integers in "
-                f"[0, {self.n_units}), but got {unit!r} instead."
-            )
+        self.check_unit(unit)
         s = frame_stats(P, O)
         if s.shape[1] != self.n_voxels:
             raise ValueError(
@@ -144,10 +144,33 @@ class PrequentialScore:
                 f"{self.n_voxels} voxels, but got {s.shape[1]} instead."
             )
         self.trial_stats = s
+        if unit >= self.n_units:  # growable (check_unit let it through): a unit seen has a row
+            self._grow(unit + 1)
         if trial_index >= self.warmup:
             self.stats[unit] += s
             self.n_scored_trials += 1
         return float(pearson_from_stats(s).mean())
+
+    def check_unit(self, unit) -> None:
+        """Refuse a unit outside [0, n_units) (any unit >= 0 when growable)."""
+        if not (isinstance(unit, (int, np.integer)) and 0 <= unit
+                and (self.growable or unit < self.n_units)):
+            allowed = "integers >= 0" if self.growable else f"integers in [0, {self.n_units})"
+            raise ValueError(f"Invalid value for the 'unit' parameter. Allowed values are "
+                             f"{allowed}, but got {unit!r} instead.")
+
+    def _grow(self, n_units: int) -> None:
+        # Capacity doubles, so a long live session copies its sums O(log n) times, not per trial.
+        if n_units > len(self.stats):
+            grown = np.zeros((max(n_units, 2 * len(self.stats)),) + self.stats.shape[1:])
+            grown[: len(self.stats)] = self.stats
+            self.stats = grown
+        self.n_units = n_units
+
+    @property
+    def unit_stats(self) -> np.ndarray:
+        """(n_units, 6, n_voxels): the sums of each unit's scored trials."""
+        return self.stats[: self.n_units]
 
     def r(self):
         """Pearson r per voxel over all scored trials, (n_voxels,)."""

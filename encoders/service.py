@@ -51,7 +51,8 @@ FIELDS = {
                lambda x: isinstance(x, list) and x and all(_is_name(n) for n in x)
                and len(set(x)) == len(x)),
     "n_voxels": ("an integer >= 1", lambda x: wire.is_int(x) and x >= 1),
-    "n_units": ("an integer >= 1", lambda x: wire.is_int(x) and x >= 1),
+    "n_units": ("an integer >= 0 (0: as many as the run sends)",
+                lambda x: wire.is_int(x) and x >= 0),
     "lags": ("a non-empty list of integers >= 0",
              lambda x: isinstance(x, list) and x and all(wire.is_int(k) and k >= 0 for k in x)),
     "alphas": ("a non-empty list of numbers", lambda x: isinstance(x, list) and x

@@ -201,3 +201,18 @@ def test_drift_is_reported_where_and_when_the_mapping_changes():
     first = {v: events[events[:, 2] == v, 1].min() for v in set(events[:, 2].tolist())}
     assert set(first) == set(range(n_voxels // 2))  # where: the remapped voxels only
     assert all(change <= t < change + 10 for t in first.values())  # when: right after
+
+
+def test_an_encoder_of_unknown_length_matches_one_sized_in_advance_and_resumes():
+    rng = np.random.default_rng(11)
+    trials = [(rng.standard_normal((6, 3)).astype(np.float32),
+               rng.standard_normal((6, 6)).astype(np.float32)) for _ in range(8)]
+    sized = PrequentialEncoder(["a"], n_voxels=6, n_units=8, lags=LAGS, alphas=[1.0], warmup=1)
+    live = PrequentialEncoder(["a"], n_voxels=6, n_units=0, lags=LAGS, alphas=[1.0], warmup=1)
+    for t, (X, Y) in enumerate(trials[:5]):
+        assert sized.step(t, t, {"a": X}, Y) == live.step(t, t, {"a": X}, Y)
+    resumed = PrequentialEncoder(["a"], n_voxels=6, n_units=0, lags=LAGS, alphas=[1.0], warmup=1)
+    resumed.load_state_dict(live.state_dict())
+    for t, (X, Y) in enumerate(trials[5:], start=5):
+        assert sized.step(t, t, {"a": X}, Y) == resumed.step(t, t, {"a": X}, Y)
+    np.testing.assert_array_equal(resumed.unit_stats(), sized.unit_stats())

@@ -103,3 +103,17 @@ def test_prequential_score_rejects_bad_input():
     with pytest.raises(ValueError, match=r"'O' parameter.*3 voxels, but got 4"):
         score.update(0, 1, np.zeros((4, 4)), np.zeros((4, 4)))
     assert score.n_scored_trials == 0 and not score.stats.any()
+
+
+def test_a_growable_score_equals_one_sized_in_advance():
+    rng = np.random.default_rng(5)
+    order = [0, 1, 2, 0, 3, 1, 4, 2]
+    fixed, growing = PrequentialScore(5, 5, warmup=2), PrequentialScore(0, 5, warmup=2)
+    for i, unit in enumerate(order):
+        P, O = _trial(rng)
+        assert fixed.update(i, unit, P, O) == growing.update(i, unit, P, O)
+    assert growing.n_units == 5 and growing.unit_stats.shape == (5, 6, 5)
+    np.testing.assert_array_equal(growing.unit_stats, fixed.unit_stats)
+    np.testing.assert_array_equal(growing.r(), fixed.r())
+    with pytest.raises(ValueError, match=r"'unit' parameter.*integers >= 0, but got -1"):
+        growing.update(9, -1, P, O)

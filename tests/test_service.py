@@ -189,8 +189,8 @@ BAD = {
                                      "Maximum allowed dimension exceeded"),
     "open with a float overflow": (False, lambda: [b"open", bytes(_open_frames()[1])[:-1]
                                                    + b',"n_units":1e400}'],
-                                   "'n_units' field of 'open'. Allowed values are an integer >= 1, "
-                                   "but got inf"),
+                                   "'n_units' field of 'open'. Allowed values are an integer >= 0 "
+                                   r"\(0: as many as the run sends\), but got inf"),
     "open with a string for a number": (False, lambda: _with_header(_open_frames(), n_voxels="5"),
                                         "'n_voxels' field of 'open'.*but got '5' instead"),
     "open with a run name too long": (False, lambda: _with_header(_open_frames(), run="r" * 300),
