@@ -44,7 +44,7 @@ from encoders.encoding import PrequentialEncoder
 from simulator.features import extract_features
 from simulator.learner import Learner
 from simulator.model import build_model, layer_names
-from simulator.run import align
+from simulator.trial_loop import align
 from simulator.scenario import DEFAULTS
 from simulator.sounds import make_sound
 

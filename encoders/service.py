@@ -21,7 +21,7 @@ import zmq
 from threadpoolctl import threadpool_limits
 
 from replay import tree, wire
-from replay.security import ServerCurve, check_bind
+from replay.security import ServerCurve, add_server_curve_arguments, check_bind, server_curve
 
 from .encoding import PrequentialEncoder
 
@@ -360,21 +360,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="stop when this process (the one that started the service) dies")
-    parser.add_argument("--curve-secret", metavar="FILE", default=None,
-                        help="the service's NAME.key_secret (from 'cortexreplay keys'): encrypt "
-                             "and authenticate; with --curve-clients it may bind beyond loopback")
-    parser.add_argument("--curve-clients", metavar="DIR", default=None,
-                        help="folder of the public .key files of the clients let in")
+    add_server_curve_arguments(parser, "the service")
 
 
 def serve(args) -> int:
     """Run a service with the options of `add_arguments` until ``shutdown``; the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
-        if (args.curve_secret is None) != (args.curve_clients is None):
-            raise ValueError("--curve-secret and --curve-clients go together: give both or neither")
-        curve = (ServerCurve(args.curve_secret, args.curve_clients)
-                 if args.curve_secret is not None else None)
+        curve = server_curve(args)
         service = EncoderService(args.bind, threads=args.threads, parent_pid=args.parent_pid,
                                  curve=curve, monitor=args.monitor)
     except (ValueError, zmq.ZMQError) as err:

@@ -3,8 +3,9 @@
 An acquisition sends brain frames with their acquisition timestamps, and stimulus events (onset,
 duration, stimulus) on the same clock. `TrialAssembler` files each frame on the session's frame
 grid and releases a trial once the last frame of its window (the sound plus its hemodynamic
-tail, cut as a stored replay cuts it, `replay.trials.frame_window`) is in. The policy, counted
-in `AssemblyCounts`:
+tail, cut as a stored replay cuts it, `replay.trials.frame_window`) is in, in the order the sounds
+were played: a short sound's trial waits for a longer earlier one, so the learner hears the
+sounds in the animal's order. The policy, counted in `AssemblyCounts`:
 
 - **jitter**: a frame's index is its timestamp on the grid ``t0 + k / frame_rate``, rounded; a
   frame more than ``max_jitter`` of a period off the grid is still filed, and counted;
@@ -144,7 +145,6 @@ class TrialAssembler:
         offset_s = onset_s - window.start / self.frame_rate
         self._pending.append(_Pending(event, window, offset_s,
                                       {k for k in self._frames if window.start <= k < window.stop}))
-        self._pending.sort(key=lambda p: (p.window.stop, p.event.index))
         return self._release()
 
     def add_frames(self, frames, timestamps) -> list[LiveTrial]:

@@ -246,3 +246,19 @@ def _is_z85_key(key: bytes) -> bool:
         return len(key) == 40 and len(zmq.utils.z85.decode(key)) == 32
     except (ValueError, TypeError, KeyError):
         return False
+
+
+def add_server_curve_arguments(parser, who: str) -> None:
+    """``--curve-secret FILE --curve-clients DIR`` of a command that binds (read by `server_curve`)."""
+    parser.add_argument("--curve-secret", metavar="FILE", default=None,
+                        help=f"{who}'s NAME.key_secret (from 'cortexreplay keys'): encrypt and "
+                             "authenticate; with --curve-clients it may bind beyond loopback")
+    parser.add_argument("--curve-clients", metavar="DIR", default=None,
+                        help="folder of the public .key files of the clients let in")
+
+
+def server_curve(args) -> ServerCurve | None:
+    """The `ServerCurve` of `add_server_curve_arguments`' options, or None without them."""
+    if (args.curve_secret is None) != (args.curve_clients is None):
+        raise ValueError("--curve-secret and --curve-clients go together: give both or neither")
+    return None if args.curve_secret is None else ServerCurve(args.curve_secret, args.curve_clients)

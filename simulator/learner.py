@@ -35,6 +35,7 @@ class TrialRecord:
     delta_w: dict[str, float] = field(default_factory=dict)
     time_features: float = 0.0  # seconds spent reading features, and learning, on this sound
     time_learn: float = 0.0
+    skipped_update: bool = False  # the mode's update was left out (a live run falling behind)
 
 
 class Learner:
@@ -126,10 +127,19 @@ class Learner:
             "param_groups": groups})
         self.streams.load_state_dict(state["streams"])
 
-    def observe(self, wave, sample_rate: float, frame_rate: float,
-                offset_s: float = 0.0) -> tuple[dict[str, np.ndarray], TrialRecord]:
-        """One trial of the mode: the features the brain is compared with, and what learning did."""
+    def observe(self, wave, sample_rate: float, frame_rate: float, offset_s: float = 0.0,
+                learn: bool = True) -> tuple[dict[str, np.ndarray], TrialRecord]:
+        """One trial of the mode: the features the brain is compared with, and what learning did.
+
+        ``learn=False`` reads the features and leaves the weights alone (a live run that cannot
+        keep up skips updates so; the record says ``skipped_update``).
+        """
         t0 = time.perf_counter()
+        if not learn:
+            features = self.features(wave, sample_rate, frame_rate, offset_s)
+            return features, TrialRecord(delta_w={name: 0.0 for name in self._layers},
+                                         time_features=time.perf_counter() - t0,
+                                         skipped_update=self.mode != "frozen")
         if self.mode == "reset":
             record = self.learn(wave)
             t1 = time.perf_counter()

@@ -19,7 +19,8 @@ results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read)
   brain_drift/<subject> (n_stimuli,) 1 − corr of the brain's patterns between a sound's first two
                                    presentations (simulator.alignment)
 ```
-A run is written whole, by the parent process alone, and marked ``complete`` last.
+A run is written by one process alone (the parent of a replay's workers, or a live run as its trials
+complete), and marked ``complete`` last.
 """
 from __future__ import annotations
 
@@ -96,19 +97,52 @@ def completed_config(root, run_id: str) -> dict | None:
 
 def write_run(root, result: RunResult) -> None:
     """Write one run's group, replacing an unfinished or forced-over one."""
-    key = f"runs/{result.run_id}"
-    if key in root:
-        del root[key]
-    group = root.require_group(key)
-    group.attrs.update({**result.attrs, "complete": False})
-    for section, arrays in (("trials", result.trials), ("scores", result.scores)):
-        for name, value in arrays.items():
-            value = np.asarray(value)
-            dims = DIMS.get(name, ("trial",) + tuple(f"dim_{i}" for i in range(1, value.ndim)))
-            arr = group.create_array(f"{section}/{name}", shape=value.shape, dtype=value.dtype,
-                                     dimension_names=dims[: value.ndim])
-            arr[...] = value
-    group.attrs["complete"] = True
+    writer = RunWriter(root, result.run_id, result.attrs)
+    for name, value in result.trials.items():
+        writer.write("trials", name, value)
+    writer.finish(result.scores)
+
+
+class RunWriter:
+    """One run's group, written in parts: whole arrays (`write`), or trial by trial as a live run
+    goes (`append`); ``complete`` is set by `finish`, after the scores, so a reader never takes
+    a run that is still being written (or was cut short) for a finished one."""
+
+    CHUNK_TRIALS = 256  # rows per chunk of an appended array: a live run writes one per trial
+
+    def __init__(self, root, run_id: str, attrs: dict):
+        key = f"runs/{run_id}"
+        if key in root:  # an unfinished or forced-over run
+            del root[key]
+        self.group = root.require_group(key)
+        self.group.attrs.update({**attrs, "complete": False})
+        self._appended: dict[str, zarr.Array] = {}
+
+    def write(self, section: str, name: str, value) -> None:
+        value = np.asarray(value)
+        arr = self.group.create_array(f"{section}/{name}", shape=value.shape, dtype=value.dtype,
+                                      dimension_names=_dims(name, value.ndim))
+        arr[...] = value
+
+    def append(self, name: str, row, dtype) -> None:
+        """Add one trial's ``row`` (a scalar or a 1-D array) to ``trials/<name>``."""
+        row = np.asarray(row, dtype=dtype)[None]
+        arr = self._appended.get(name)
+        if arr is None:
+            arr = self.group.create_array(
+                f"trials/{name}", shape=(0,) + row.shape[1:], dtype=row.dtype,
+                chunks=(self.CHUNK_TRIALS,) + row.shape[1:], dimension_names=_dims(name, row.ndim))
+            self._appended[name] = arr
+        arr.append(row, axis=0)
+
+    def finish(self, scores: dict, attrs: dict | None = None) -> None:
+        for name, value in scores.items():
+            self.write("scores", name, value)
+        self.group.attrs.update({**(attrs or {}), "complete": True})
+
+
+def _dims(name: str, ndim: int) -> tuple:
+    return DIMS.get(name, ("trial",) + tuple(f"dim_{i}" for i in range(1, ndim)))[:ndim]
 
 
 def read_runs(path: str | Path) -> list[dict]:

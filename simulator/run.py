@@ -7,6 +7,7 @@ and alone writes each finished run to the results store.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -28,7 +29,6 @@ from encoders.ceiling import CEILING_FORMULA, noise_ceiling
 from encoders.client import EncoderClient, EncoderError, spawn_service
 from replay.security import ClientCurve
 from replay.store import open_recording
-from replay.tree import flatten, unflatten
 from replay.trials import nonfinite_voxels, repeated_responses, replay_session
 
 from .modes import build_learner
@@ -38,23 +38,10 @@ from .alignment import pattern_drift
 from .results import (RunResult, completed_config, open_results, provenance, write_brain_drift,
                       write_ceiling, write_run)
 from .run_checkpoint import RunCheckpoint
+from .trial_loop import TrialLoop, rows_of
 from .scenario import RunSpec, Scenario, ScenarioError
 
-TRIAL_FIELDS = ("loss", "contrastive", "diversity", "perplexity", "grad_norm", "skipped_steps")
-TIMERS = ("features", "learn", "encoder", "total")
 CHECKPOINT_EVERY = 25  # trials between a run's checkpoints (`cortexreplay run --checkpoint-every`)
-
-
-def align(features: np.ndarray, n_frames: int) -> np.ndarray:
-    """Sound features placed on the trial's frames: zeros after the sound, cut at the window.
-
-    >>> align(np.ones((2, 3), np.float32), 4)[:, 0].tolist()
-    [1.0, 1.0, 0.0, 0.0]
-    """
-    out = np.zeros((n_frames, features.shape[1]), dtype=np.float32)
-    k = min(n_frames, len(features))
-    out[:k] = features[:k]
-    return out
 
 
 @dataclass(frozen=True)
@@ -105,93 +92,69 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: Ru
     if masked is None:
         masked, _ = nonfinite_voxels(recording, spec.subject, session)
     results, every, resume = options.results, options.checkpoint_every, options.resume
-    rows = {k: [] for k in ("event", "stimulus", "repeat", *TRIAL_FIELDS, "delta_w", "trial_r",
-                            *(f"time_{t}" for t in TIMERS))}
-    start, encoder_state = 0, None
+    start, encoder_state, rows = 0, None, None
     if saver is not None and resume and saver.exists():
         start, state = saver.load(cfg)
         learner.load_state_dict(state["learner"])
-        encoder_state = state["encoder"]
-        rows = {k: list(v) for k, v in flatten(state["rows"])[1].items()}
+        encoder_state, rows = state["encoder"], rows_of(state)
     client = EncoderClient(endpoint, curve=options.curve)
     enc = cfg["encoder"]
     # One key per run and results store: a resumed run reopens (replaces) its own session in a
     # service that outlived the run, and runs of other stores never collide with it.
-    session_key = f"{spec.run_id}@{_digest(results or uuid.uuid4().hex)}"
+    session_key = f"{spec.run_id}@{digest(results or uuid.uuid4().hex)}"
     # Per-*event* scores (the resampling unit is regrouped into sounds by the summary), so runs
     # that replay the same events in different orders can be compared on the same scored trials.
-    expected = client.open(session_key, layers, n_voxels, n_events, enc["lags"], enc["alphas"],
-                           enc["warmup"], state=encoder_state,
-                           **{k: enc[k] for k in ("forgetting", "device", "dtype", "drift_threshold")})
+    expected = open_encoder(client, session_key, layers, n_voxels, n_events, enc, encoder_state)
     if expected != start:
         raise EncoderError(f"the encoder restored run {spec.run_id} at trial {expected}, but its "
                            f"checkpoint is at trial {start}")
-    trial_r = {i: r for i, r in enumerate(rows.pop("trial_r"))}
+    loop = TrialLoop(learner, client, session_key, layers, rows)
     trials = replay_session(recording, spec.subject, session, order=cfg["order"], seed=spec.seed,
                             sample_rate=cfg["model"]["sample_rate"], tail_s=cfg["data"]["tail_s"],
                             speed=cfg["data"]["speed"] or None, start=start, masked_voxels=masked)
     for trial in trials:
         if os.getppid() != parent:  # the run that started us is gone: stop, write nothing more
             raise SystemExit(f"run {spec.run_id}: the parent process died")
-        t0 = time.perf_counter()
-        features, record = learner.observe(trial.waveform, trial.sample_rate, trial.frame_rate,
-                                           trial.offset_s)
-        t2 = time.perf_counter()
-        aligned = {name: align(features[name], len(trial.frames)) for name in layers}
-        # Pipelined: the encoder scores this trial while the learner takes the next sound; the
-        # time recorded is what sending (and waiting for room in the window) cost this trial.
-        collected = client.submit(session_key, trial.index, trial.event, aligned, trial.frames)
-        trial_r.update(collected)
-        t3 = time.perf_counter()
-        for k, v in (("event", trial.event), ("stimulus", trial.stimulus), ("repeat", trial.repeat),
-                     ("delta_w", [record.delta_w[name] for name in all_layers]),
-                     ("time_features", record.time_features), ("time_learn", record.time_learn),
-                     ("time_encoder", t3 - t2), ("time_total", t3 - t0)):
-            rows[k].append(v)
-        for k in TRIAL_FIELDS:
-            rows[k].append(getattr(record, k))
-        for name in layers:  # the sound's mean activation, for representational drift
-            rows.setdefault(f"pooled/{name}", []).append(features[name].mean(axis=0))
+        step = loop.step(trial)
         if progress is not None:
-            # The newest score the encoder has returned (a trial or two behind, pipelined).
-            last_r = float(np.max(collected[-1][1])) if collected else float("nan")
-            progress.put((spec.run_id, trial.index, record.loss, last_r))
+            progress.put((spec.run_id, trial.index, step.record.loss, newest_r(step.replies)))
         done = trial.index + 1
         if saver is not None and every and done % every == 0 and done < n_events:
-            trial_r.update(client.drain())
-            at, state = client.snapshot(session_key)
-            saver.save(at, {"learner": learner.state_dict(), "encoder": state,
-                            "rows": unflatten({}, _row_arrays({**rows,
-                                                               "trial_r": _ordered(trial_r)}))},
-                       cfg)
-    trial_r.update(client.drain())
-    final = client.finish(session_key)
+            saver.save(*loop.state(), cfg)
+    rows, final = loop.finish()
     client.close()
-    rows["trial_r"] = _ordered(trial_r)
     attrs = {"run_id": spec.run_id, "variant": spec.variant, "subject": spec.subject,
              "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
-             "layers": layers, "delta_w_layers": all_layers, "store": str(store),
+             "layers": layers, "delta_w_layers": loop.all_layers, "store": str(store),
              "n_events": n_events, "provenance": provenance(),
              "masked_voxels": int(masked.sum()), "dropped_frames": int(final["dropped_frames"])}
+    return RunResult(spec.run_id, attrs, rows, final_scores(final, masked))
+
+
+def open_encoder(client: EncoderClient, session_key: str, layers, n_voxels: int, n_units: int,
+                 enc: dict, state=None) -> int:
+    """Open a run's session with the scenario's ``encoder`` settings; return its next trial."""
+    return client.open(session_key, layers, n_voxels, n_units, enc["lags"], enc["alphas"],
+                       enc["warmup"], state=state,
+                       **{k: enc[k] for k in ("forgetting", "device", "dtype", "drift_threshold")})
+
+
+def final_scores(final: dict, masked) -> dict[str, np.ndarray]:
+    """The results store's ``scores`` of a run from the encoder's ``finish`` reply."""
     scores = {"r": final["r"], "r2": final["r2"], "alpha": final["alpha"], "drift": final["drift"],
               "event_stats": final["unit_stats"]}
-    for name in ("r", "r2"):  # a masked voxel was sent as zeros: it has no score
-        scores[name][:, masked] = np.nan
-    return RunResult(spec.run_id, attrs, _row_arrays(rows), scores)
+    if masked is not None:
+        for name in ("r", "r2"):  # a masked voxel was sent as zeros: it has no score
+            scores[name][:, masked] = np.nan
+    return scores
 
 
-def _ordered(trial_r: dict) -> list:
-    return [trial_r[i] for i in range(len(trial_r))]
+def newest_r(replies: list) -> float:
+    """The best layer's trial r of the newest reply (a trial or two behind, pipelined)."""
+    return float(np.max(replies[-1][1])) if replies else float("nan")
 
 
-def _row_arrays(rows: dict) -> dict[str, np.ndarray]:
-    """The per-trial records as arrays, in the dtypes the results store keeps."""
-    return {k: np.asarray(v, dtype=np.int64 if k in ("event", "stimulus", "repeat", "skipped_steps")
-                          else np.float32 if k.startswith("pooled/") else np.float64)
-            for k, v in rows.items()}
-
-
-def _digest(text: str) -> str:
+def digest(text: str) -> str:
     return hashlib.sha1(str(text).encode()).hexdigest()[:12]
 
 
@@ -240,13 +203,23 @@ def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print
     if curve is not None:
         _check_keys(curve)
     options = RunOptions("", checkpoint_every, resume, curve)
+    with encoder_service(encoder, monitor, log) as (endpoint, service):
+        return _run_pool(todo, endpoint, jobs, total, progress_bar, log, options, service)
+
+
+@contextlib.contextmanager
+def encoder_service(encoder: str | None = None, monitor: str | None = None, log=print,
+                    command: str = "run"):
+    """``(endpoint, process)`` of the encoder service to use: ``encoder``'s (process None; it is
+    left running), or one started here (publishing on ``monitor``) and stopped on leaving."""
     if encoder is not None:
-        return _run_pool(todo, encoder, jobs, total, progress_bar, log, options)
+        yield encoder, None
+        return
     service, endpoint = spawn_service(monitor=monitor)
-    log(f"run: encoder service pid {service.pid} at {endpoint}"
+    log(f"{command}: encoder service pid {service.pid} at {endpoint}"
         + (f", progress published at {monitor}" if monitor else ""))
     try:
-        return _run_pool(todo, endpoint, jobs, total, progress_bar, log, options, service)
+        yield endpoint, service
     finally:
         client = EncoderClient(endpoint, timeout_s=10)
         try:

@@ -115,6 +115,15 @@ def test_an_event_after_its_frames_still_gets_them_from_the_history():
     assert np.isnan(old.frames).all() and old.missing == 2 and asm.counts.missing == 2
 
 
+def test_trials_are_released_in_the_order_the_sounds_were_played():
+    asm = TrialAssembler(RATE, 1, tail_s=0.0, t0=0.0, reorder_frames=0)
+    asm.add_event(0.0, 6.0, stimulus=0)  # frames 0-5
+    asm.add_event(1.0, 1.0, stimulus=1)  # frame 1: complete first, but played second
+    assert asm.add_frames(np.ones((3, 1)), [0.0, 1.0, 2.0]) == []
+    released = asm.add_frames(np.ones((3, 1)), [3.0, 4.0, 5.0])
+    assert [t.stimulus for t in released] == [0, 1] and asm.counts.missing == 0
+
+
 def test_flush_releases_what_is_pending_cut_at_the_last_frame():
     asm = TrialAssembler(RATE, 1, tail_s=5.0, t0=0.0)
     asm.add_event(0.0, 2.0, stimulus=0)

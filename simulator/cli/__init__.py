@@ -6,10 +6,11 @@ import sys
 
 from encoders.client import EncoderError
 
-from . import (encoder, fake_scanner, inspect, keys, monitor, pretrain, run, summary, synth,
-               validate)
+from . import (encoder, fake_scanner, inspect, keys, live, monitor, pretrain, run, summary,
+               synth, validate)
 
-COMMANDS = (synth, pretrain, inspect, run, summary, validate, encoder, monitor, keys, fake_scanner)
+COMMANDS = (synth, pretrain, inspect, run, summary, validate, encoder, monitor, keys, fake_scanner,
+            live)
 
 
 def main(argv=None) -> int:

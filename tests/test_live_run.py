@@ -1,0 +1,147 @@
+"""`cortexreplay live` fed by `cortexreplay fake-scanner`: real processes over a real TCP socket,
+the live run's results store against the offline replay of the same session."""
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from simulator.cli import main
+from simulator.results import read_runs
+
+from test_end_to_end import _command
+
+pytestmark = pytest.mark.timeout(300)
+
+SCENARIO = """\
+description = "live against offline"
+mode = "continuous"
+order = "recorded"
+seeds = [0]
+
+[learning]
+lr = 3e-3
+retention = 0.9
+
+[encoder]
+lags = [0, 1, 2]
+warmup = 2
+
+[variants.continuous]
+"""
+SPEED = "20"  # the tiny session's minute in about 3 s: faster than real time, slower than the run
+# Scores of a run that lost 5% of its frames (and had its timestamps jittered) may differ from the
+# offline ones by at most this, in the mean over voxels of the best layer's r. The loss takes
+# ~5% of the scored frames and of what the encoder learns from; on this 24-voxel, 12-trial
+# session it moved the score (0.329 offline) by 0.004 to 0.027 over fault seeds 1-5 (measured),
+# so 0.05 leaves room for other machines' rounding and still fails a live path that mislays frames.
+TOLERANCE = 0.05
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scenario(tmp_path, checkpoint):
+    path = tmp_path / "live.toml"
+    path.write_text(SCENARIO)
+    return path, ["--set", f"model.checkpoint={checkpoint}"]
+
+
+def _live(tmp_path, recording, checkpoint, results, *scanner_args, live_args=()):
+    """`cortexreplay live` listening on a loopback port, `cortexreplay fake-scanner` streaming
+    the recording into it; return the live command's output."""
+    scenario, sets = _scenario(tmp_path, checkpoint)
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    live = subprocess.Popen(_command() + ["live", str(scenario), "--listen", endpoint,
+                                          "--stimuli", str(recording), "--results", str(results),
+                                          "--subject", "sub-01", *sets, *live_args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = live.stdout.readline()  # bound once it prints this: the scanner may connect
+        assert "listening for the acquisition" in line, line + live.stdout.read()
+        scanner = subprocess.run(_command() + ["fake-scanner", str(recording), "--connect",
+                                               endpoint, "--speed", SPEED, *scanner_args],
+                                 capture_output=True, text=True, timeout=120)
+        assert scanner.returncode == 0, scanner.stderr
+        out, _ = live.communicate(timeout=240)
+    finally:
+        live.kill()
+    assert live.returncode == 0, out
+    return line + out, scanner.stdout
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory, tiny_recording, tiny_checkpoint):
+    tmp = tmp_path_factory.mktemp("offline")
+    scenario, sets = _scenario(tmp, tiny_checkpoint)
+    assert main(["run", str(scenario), "--store", str(tiny_recording), "--results",
+                 str(tmp / "res.zarr"), "--jobs", "1", "--no-progress", *sets]) == 0
+    (run,) = read_runs(tmp / "res.zarr")
+    return run
+
+
+def test_live_from_a_fake_scanner_equals_the_offline_replay(tmp_path, offline, tiny_recording,
+                                                           tiny_checkpoint):
+    results = tmp_path / "live.zarr"
+    # A backlog bound the run cannot reach here, so no update is skipped, as offline.
+    out, _ = _live(tmp_path, tiny_recording, tiny_checkpoint, results,
+                   live_args=("--max-backlog", "1000"))
+    (run,) = read_runs(results)
+    assert run["run_id"] == offline["run_id"] and run["n_events"] == offline["n_events"]
+    assert run["skipped_updates"] == 0 and run["live"]["missing"] == 0 and run["live"]["ended"]
+    assert set(run["trials"]) == set(offline["trials"]) | {"time_write"}
+    for section in ("trials", "scores"):
+        for name, value in offline[section].items():
+            if not name.startswith("time_"):
+                np.testing.assert_array_equal(run[section][name], value, err_msg=name)
+    # The view: one status and one budget line per trial (not a terminal), then the summary line.
+    assert out.count("live: trial ") == offline["n_events"] and out.count("budget: step ") == 12
+    assert "0 update(s) skipped" in out and "0 missing" in out
+    summary = subprocess.run(_command() + ["summary", str(results)], capture_output=True,
+                             text=True)
+    assert summary.returncode == 0 and "continuous" in summary.stdout
+
+
+def test_live_with_drops_and_jitter_completes_reports_and_scores_close(tmp_path, offline,
+                                                                      tiny_recording,
+                                                                      tiny_checkpoint):
+    results = tmp_path / "live.zarr"
+    out, sent = _live(tmp_path, tiny_recording, tiny_checkpoint, results, "--drop", "0.05",
+                      "--jitter", "0.2", "--seed", "4", live_args=("--max-backlog", "1000"))
+    (run,) = read_runs(results)
+    report = run["live"]
+    assert report["ended"] and run["n_events"] == offline["n_events"]
+    assert report["missing"] > 0 and f"{report['missing']} missing" in out
+    # Every missing row reached the encoder as a lost frame: neither scored nor learned from.
+    assert run["dropped_frames"] == report["missing"]
+    live_score = np.nanmax(np.nanmean(run["scores"]["r"], axis=1))
+    offline_score = np.nanmax(np.nanmean(offline["scores"]["r"], axis=1))
+    assert abs(live_score - offline_score) <= TOLERANCE, (live_score, offline_score)
+    assert "dropped" in sent
+
+
+def test_a_learner_that_cannot_keep_up_skips_updates_and_says_so(tmp_path, tiny_recording,
+                                                                 tiny_checkpoint):
+    results = tmp_path / "live.zarr"
+    # As fast as the socket takes it: every trial is in before the learner has taken the first.
+    out, _ = _live(tmp_path, tiny_recording, tiny_checkpoint, results, "--speed", "0",
+                   live_args=("--max-backlog", "0"))
+    (run,) = read_runs(results)
+    skipped = run["trials"]["skipped_update"]
+    assert run["skipped_updates"] == skipped.sum() > 0 and len(skipped) == run["n_events"]
+    assert "[update skipped]" in out and f"{skipped.sum()} update(s) skipped" in out
+    # A skipped update leaves the weights alone: its ||dW|| is 0, the others' are not.
+    delta_w = run["trials"]["delta_w"]
+    assert (delta_w[skipped == 1] == 0).all() and (delta_w[skipped == 0] > 0).all()
+
+
+def test_live_refuses_a_shuffled_variant_before_listening(tmp_path, capsys, tiny_checkpoint):
+    scenario, sets = _scenario(tmp_path, tiny_checkpoint)
+    code = main(["live", str(scenario), "--listen", "tcp://127.0.0.1:*", "--results",
+                 str(tmp_path / "r.zarr"), "--set", "order=shuffled", *sets])
+    err = capsys.readouterr().err
+    assert code == 2 and "a live run takes the sounds in the order they are played" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r.zarr").exists()
