@@ -113,6 +113,40 @@ def _masked(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, np.float32(0.0), frames) if mask.any() else frames
 
 
+class RunningVoxelMask:
+    """The module's non-finite policy for a stream of unknown length (a live session).
+
+    A stored session's mask is decided over all its frames; a live one can only look back. Frames
+    that arrived (rows with at least one finite value; a row lost whole is the acquisition's, and
+    counted there) are counted per voxel, and once ``min_frames`` have arrived a voxel non-finite
+    in more than ``max_fraction`` of them is masked for the rest of the session: 0.0 in every
+    later frame (the frames before were dropped by the encoder as usual).
+
+    >>> masker = RunningVoxelMask(2, min_frames=2)
+    >>> masker.apply(np.array([[np.nan, 1.0], [np.nan, 2.0], [np.nan, np.nan]])).tolist()
+    [[0.0, 1.0], [0.0, 2.0], [0.0, nan]]
+    >>> masker.mask.tolist()
+    [True, False]
+    """
+
+    def __init__(self, n_voxels: int, max_fraction: float = MAX_NONFINITE_FRACTION,
+                 min_frames: int = 10):
+        self.max_fraction, self.min_frames = float(max_fraction), int(min_frames)
+        self.mask = np.zeros(int(n_voxels), dtype=bool)
+        self.counts = np.zeros(int(n_voxels), dtype=np.int64)
+        self.frames = 0
+
+    def apply(self, frames: np.ndarray) -> np.ndarray:
+        """``frames`` (n, n_voxels) with the voxels masked so far, and those it masks, at 0.0."""
+        bad = ~np.isfinite(frames)
+        arrived = ~bad.all(axis=1)
+        self.counts += bad[arrived].sum(axis=0)
+        self.frames += int(arrived.sum())
+        if self.frames >= self.min_frames:
+            self.mask |= self.counts > self.max_fraction * self.frames
+        return _masked(frames, self.mask)
+
+
 def replay_session(recording, subject: str, session: str, order: str = "recorded", seed: int = 0,
                    sample_rate: int | None = None, tail_s: float = DEFAULT_TAIL_S,
                    speed: float | None = None, start: int = 0, masked_voxels=None):

@@ -13,6 +13,11 @@ are read and the encoder scores and learns from it as always) until the learner 
 Each skip is recorded (``trials/skipped_update``), counted and shown; the view always shows the
 backlog and the time budget of the last trial against the trial period, so the run never falls
 behind silently.
+
+**Non-finite frames.** A frame that never came is NaN (`replay.assembly`) and the encoder neither
+scores nor learns from it. A voxel that keeps coming non-finite is masked from the moment it has
+been so in more than 10% of the frames received (`replay.trials.RunningVoxelMask`): the live form
+of a stored session's mask, counted in the run's ``masked_voxels``.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -29,6 +34,7 @@ from river.utils import Rolling
 from threadpoolctl import threadpool_limits
 
 from encoders.client import EncoderClient, EncoderError
+from replay.trials import RunningVoxelMask
 
 from .model import layer_names
 from .modes import build_learner
@@ -199,6 +205,8 @@ def _run(spec: RunSpec, source, root, results: str, endpoint: str, service, opti
                 open_encoder(client, session_key, layers, n_voxels, 0, cfg["encoder"])
                 loop = TrialLoop(learner, client, session_key, layers)
                 writer = RunWriter(root, spec.run_id, _attrs(spec, layers, all_layers, source))
+                masker = RunningVoxelMask(n_voxels)
+            trial = replace(trial, frames=masker.apply(trial.frames))
             learn = waiting <= options.max_backlog
             step = loop.step(trial, learn=learn)
             skipped += step.record.skipped_update
@@ -234,14 +242,16 @@ def _run(spec: RunSpec, source, root, results: str, endpoint: str, service, opti
     client.close()
     _append_scores(writer, loop, written_r)
     report = _report(source)
-    writer.finish(final_scores(final, None),
+    writer.finish(final_scores(final, masker.mask),
                   {"n_events": n_trials, "dropped_frames": int(final["dropped_frames"]),
+                   "masked_voxels": int(masker.mask.sum()),
                    "skipped_updates": skipped, "live": {**report, "interrupted": interrupted}})
     best = float(np.nanmax(np.nanmean(final["r"], axis=1)))
     log(f"live: {spec.run_id}: {n_trials} trial(s), {skipped} update(s) skipped, best-layer "
         f"score {best:.3f}; frames {report.get('frames', 0)} received, {report.get('missing', 0)} "
         f"missing, {report.get('duplicates', 0)} duplicated, {report.get('late', 0)} late, "
-        f"{report.get('bad_messages', 0)} bad message(s); written to {results}")
+        f"{report.get('bad_messages', 0)} bad message(s); {int(masker.mask.sum())} voxel(s) "
+        f"masked, {int(final['dropped_frames'])} frame(s) dropped; written to {results}")
     return {"run_id": spec.run_id, "trials": n_trials, "skipped_updates": skipped,
             "best_score": best, "report": report, "interrupted": interrupted}
 

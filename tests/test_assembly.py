@@ -4,7 +4,7 @@ import pytest
 
 from replay.assembly import TrialAssembler
 from replay.store import RecordingWriter, open_recording
-from replay.trials import replay_session
+from replay.trials import RunningVoxelMask, replay_session
 
 RATE, N_VOXELS, TAIL = 1.0, 6, 3.0
 
@@ -151,3 +151,16 @@ def test_bad_frames_and_events_are_refused_and_change_nothing():
     with pytest.raises(ValueError, match="an onset >= 0 and a duration >= 0"):
         asm.add_event(-1.0, 2.0, 0)
     assert asm.counts.frames == 0 and asm.counts.events == 0
+
+
+def test_a_running_mask_takes_a_voxel_that_keeps_failing_not_lost_frames():
+    masker = RunningVoxelMask(3, min_frames=10)
+    frames = np.ones((30, 3), np.float32)
+    frames[::4] = np.nan          # a quarter of the frames lost whole: the acquisition's loss
+    frames[1::8, 1] = np.nan      # voxel 1 fails in 4 of the 22 frames that came (18%)
+    frames[2, 2] = np.inf         # voxel 2 once (5%)
+    out = masker.apply(frames[:8])  # 6 frames came: too few to judge
+    assert not masker.mask.any() and np.isnan(out[1, 1])
+    out = masker.apply(frames[8:])
+    assert masker.mask.tolist() == [False, True, False] and (out[:, 1] == 0).all()
+    assert masker.frames == 22 and np.isnan(out[0, [0, 2]]).all()  # a lost frame stays lost

@@ -1,13 +1,19 @@
 """`cortexreplay live` fed by `cortexreplay fake-scanner`: real processes over a real TCP socket,
 the live run's results store against the offline replay of the same session."""
+import io
 import socket
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from replay.store import open_recording
+from replay.trials import replay_session
 from simulator.cli import main
+from simulator.live import LiveOptions, LiveView, run_live
 from simulator.results import read_runs
+from simulator.scenario import load_scenario
 
 from test_end_to_end import _command
 
@@ -116,7 +122,7 @@ def test_live_with_drops_and_jitter_completes_reports_and_scores_close(tmp_path,
     assert report["ended"] and run["n_events"] == offline["n_events"]
     assert report["missing"] > 0 and f"{report['missing']} missing" in out
     # Every missing row reached the encoder as a lost frame: neither scored nor learned from.
-    assert run["dropped_frames"] == report["missing"]
+    assert run["dropped_frames"] == report["missing"] and run["masked_voxels"] == 0
     live_score = np.nanmax(np.nanmean(run["scores"]["r"], axis=1))
     offline_score = np.nanmax(np.nanmean(offline["scores"]["r"], axis=1))
     assert abs(live_score - offline_score) <= TOLERANCE, (live_score, offline_score)
@@ -145,3 +151,41 @@ def test_live_refuses_a_shuffled_variant_before_listening(tmp_path, capsys, tiny
     err = capsys.readouterr().err
     assert code == 2 and "a live run takes the sounds in the order they are played" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r.zarr").exists()
+
+
+class _StoredAsLive:
+    """A stored session's trials as a live source yields them, voxel 3 lost from the start."""
+
+    def __init__(self, recording, tail_s, sample_rate):
+        self.stimuli, self.tail_s, self.sample_rate = recording, tail_s, sample_rate
+        self.trials = list(replay_session(recording, "sub-01", 0, tail_s=tail_s,
+                                          sample_rate=sample_rate))
+
+    def __iter__(self):
+        for trial in self.trials:
+            frames = trial.frames.copy()
+            frames[:, 3] = np.nan
+            yield replace(trial, frames=frames)
+
+    def report(self):
+        return {"frames": sum(len(t.frames) for t in self.trials), "missing": 0, "ended": True}
+
+
+def test_a_voxel_lost_from_the_start_is_masked_once_ten_frames_show_it(tmp_path, tiny_recording,
+                                                                       tiny_checkpoint):
+    scenario_path, sets = _scenario(tmp_path, tiny_checkpoint)
+    scenario = load_scenario(scenario_path, [s for s in sets if s != "--set"])
+    cfg = scenario.variants["continuous"]
+    source = _StoredAsLive(open_recording(tiny_recording), cfg["data"]["tail_s"],
+                           cfg["model"]["sample_rate"])
+    out = io.StringIO()
+    seen = run_live(scenario, source, str(tmp_path / "r.zarr"),
+                    options=LiveOptions(subject="sub-01", max_backlog=1000), view=LiveView(out),
+                    log=lambda line: None)
+    (run,) = read_runs(tmp_path / "r.zarr")
+    first = len(source.trials[0].frames)
+    assert first < 10 <= first + len(source.trials[1].frames)  # so the second trial masks it
+    assert run["masked_voxels"] == 1 and run["dropped_frames"] == first
+    r = run["scores"]["r"]
+    assert np.isnan(r[:, 3]).all() and np.isfinite(np.delete(r, 3, axis=1)).all()
+    assert seen["trials"] == len(source.trials) and out.getvalue().count("live: trial") == 12
