@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from replay.trials import resample
+from replay.audio_folder import audio_files, read_audio
 
 from .model import build_model, load_model
 from .ssl import RandomStreams, ssl_step
 
 # The synthetic recording draws its sounds from seed s; the pretraining corpus from s + this.
 CORPUS_SEED_OFFSET = 1_000_003
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 
 @dataclass(frozen=True)
@@ -54,17 +53,9 @@ def load_corpus(settings: PretrainSettings) -> np.ndarray:
 
 
 def _clips_from_folder(folder: Path, n: int, sample_rate: int) -> np.ndarray:
-    import soundfile
-
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-    if not files:
-        raise ValueError(f"corpus folder {str(folder)!r} holds no audio files "
-                         f"({', '.join(AUDIO_SUFFIXES)})")
     clips = []
-    for path in files:
-        wave, rate = soundfile.read(path, dtype="float32", always_2d=True)
-        wave = wave.mean(axis=1)
-        wave = resample(wave, int(rate), sample_rate)
+    for path in audio_files(folder, "corpus folder"):
+        wave, _ = read_audio(path, sample_rate)
         clips += [wave[i:i + n] for i in range(0, len(wave) - n + 1, n)]
     if not clips:
         raise ValueError(f"no audio file in {str(folder)!r} is longer than one clip of {n} samples")
