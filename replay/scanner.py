@@ -1,10 +1,11 @@
 """A fake scanner: a stored session sent as a live acquisition, at real pace times a speed.
 
-`stream_session` sends what `replay.live.ZmqSource` reads (docs/protocol.md, "Acquisition"):
-``session``, then one ``frames`` message per frame at its acquisition time and each ``event``
-when its sound starts, then ``end``. Injected faults rehearse a real acquisition and test the
-live path, all drawn from one seeded generator: timestamp jitter (uniform, in seconds), dropped
-frames and duplicated frames (probabilities).
+`play_session` plays the session into a sender: ``session``, then one frame at a time at its
+acquisition time and each event when its sound starts, then the end. `stream_session` sends it
+as what `replay.live.ZmqSource` reads (docs/protocol.md, "Acquisition"), `stream_session_lsl`
+as the LSL streams `replay.lsl.LslSource` reads ("Acquisition over LSL"). Injected faults
+rehearse a real acquisition and test the live path, all drawn from one seeded generator:
+timestamp jitter (uniform, in seconds), dropped frames and duplicated frames (probabilities).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import zmq
 
 from . import wire
 from .clock import Pacer
+from .lsl import LslSender
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,41 @@ class SentCounts:
     events: int = 0
 
 
-def stream_session(socket: zmq.Socket, recording, subject: str, session: str,
-                   speed: float | None = 1.0, faults: Faults = Faults(),
-                   t0: float = 0.0) -> SentCounts:
-    """Send one stored session over ``socket`` (a connected PUSH); return what was sent.
+class ZmqSender:
+    """How a fake scanner's session goes out over ZeroMQ: the messages of docs/protocol.md,
+    "Acquisition", on a connected PUSH socket, numbered by ``seq``."""
 
-    ``speed`` is real time times that (None or 0: as fast as the socket takes it). Frames are read
-    one chunk at a time, so a long session never sits whole in memory.
+    def __init__(self, socket: zmq.Socket):
+        self.socket, self.seq = socket, 0
+
+    def _send(self, kind, fields=None, arrays=None):
+        self.seq += 1
+        wire.send(self.socket, kind, fields, arrays, seq=self.seq)
+
+    def session(self, frame_rate: float, n_voxels: int, t0: float) -> None:
+        self._send("session", {"frame_rate": frame_rate, "n_voxels": n_voxels, "t0": t0})
+
+    def event(self, onset_s: float, duration_s: float, stimulus: int) -> None:
+        self._send("event", {"onset_s": onset_s, "duration_s": duration_s, "stimulus": stimulus})
+
+    def frame(self, frame: np.ndarray, timestamp: float) -> None:
+        self._send("frames", arrays={"frames": frame[None], "timestamps": np.array([timestamp])})
+
+    def end(self, timestamp: float) -> None:
+        self._send("end")
+
+
+def play_session(sender, recording, subject: str, session: str, speed: float | None = 1.0,
+                 faults: Faults = Faults(), t0: float = 0.0) -> SentCounts:
+    """Play one stored session into ``sender`` (`ZmqSender`, `replay.lsl.LslSender`); return
+    what was sent.
+
+    The sender gets ``session(frame_rate, n_voxels, t0)``, then ``event(onset_s, duration_s,
+    stimulus)`` when each sound starts (before the frame it starts in) and ``frame(frame,
+    timestamp)`` for each frame at its acquisition time (timestamps ``t0 + k / frame_rate`` plus
+    the injected jitter), then ``end(timestamp)`` with the time just after the last frame.
+    ``speed`` is real time times that (None or 0: as fast as the sender takes it). Frames are
+    read one chunk at a time, so a long session never sits whole in memory.
     """
     responses = recording.responses(subject, session)
     rate = recording.frame_rate(subject, session)
@@ -63,14 +93,8 @@ def stream_session(socket: zmq.Socket, recording, subject: str, session: str,
     by_frame: dict[int, list[int]] = {}
     for e in np.argsort(events.onset_s, kind="stable"):
         by_frame.setdefault(int(np.floor(events.onset_s[e] * rate + 1e-9)), []).append(int(e))
-    sent, pacer, seq = SentCounts(), Pacer(speed), 0
-
-    def send(kind, fields=None, arrays=None):
-        nonlocal seq
-        seq += 1
-        wire.send(socket, kind, fields, arrays, seq=seq)
-
-    send("session", {"frame_rate": rate, "n_voxels": int(n_voxels), "t0": float(t0)})
+    sent, pacer = SentCounts(), Pacer(speed)
+    sender.session(rate, int(n_voxels), float(t0))
     step = responses.chunks[0]
     for start in range(0, n_frames, step):
         block = np.asarray(responses[start:start + step], dtype=np.float32)
@@ -78,9 +102,8 @@ def stream_session(socket: zmq.Socket, recording, subject: str, session: str,
             k = start + i
             pacer.wait_until(k / rate)
             for e in by_frame.get(k, []):
-                send("event", {"onset_s": float(events.onset_s[e]),
-                               "duration_s": float(events.duration_s[e]),
-                               "stimulus": int(events.stimulus[e])})
+                sender.event(float(events.onset_s[e]), float(events.duration_s[e]),
+                             int(events.stimulus[e]))
                 sent.events += 1
             if rng.random() < faults.drop:
                 sent.dropped += 1
@@ -89,8 +112,29 @@ def stream_session(socket: zmq.Socket, recording, subject: str, session: str,
                                   if faults.jitter_s else 0.0)
             copies = 2 if rng.random() < faults.duplicate else 1
             for _ in range(copies):
-                send("frames", arrays={"frames": frame[None], "timestamps": np.array([ts])})
+                sender.frame(frame, ts)
             sent.frames += 1
             sent.duplicated += copies - 1
-    send("end")
+    sender.end(t0 + n_frames / rate)
     return sent
+
+
+def stream_session(socket: zmq.Socket, recording, subject: str, session: str,
+                   speed: float | None = 1.0, faults: Faults = Faults(),
+                   t0: float = 0.0) -> SentCounts:
+    """Send one stored session over ``socket`` (a connected PUSH); return what was sent
+    (`play_session` says how)."""
+    return play_session(ZmqSender(socket), recording, subject, session, speed, faults, t0)
+
+
+def stream_session_lsl(recording, subject: str, session: str, speed: float | None = 1.0,
+                       faults: Faults = Faults(), name: str = "cortexreplay",
+                       t0: float | None = None, wait_s: float = 30.0,
+                       linger_s: float = 5.0) -> SentCounts:
+    """Publish one stored session as the LSL streams ``name`` and ``name-markers``; return what
+    was sent. ``t0`` (None: this machine's LSL clock now, in whole seconds) is frame 0's
+    timestamp; the outlets wait up to ``wait_s`` for a source and, after the end, up to
+    ``linger_s`` for it to leave (`replay.lsl.LslSender`)."""
+    with LslSender(name, recording.modality, wait_s=wait_s, linger_s=linger_s) as sender:
+        start = sender.clock() if t0 is None else float(t0)
+        return play_session(sender, recording, subject, session, speed, faults, start)
