@@ -130,14 +130,16 @@ class LiveView:
         budget = s["times"]
         used = sum(budget.values())
         period = s["period_s"]
-        share = f"{used / period:.0%}" if np.isfinite(period) and period > 0 else "?"
-        over = "  OVER BUDGET" if np.isfinite(period) and used > period else ""
+        known = np.isfinite(period) and period > 0  # the first trial has no period yet
+        share = f"{used / period:.0%}" if known else ""
+        over = "  OVER BUDGET" if known and used > period else ""
         lines = [f"live: trial {s['trial']}  sound {s['stimulus']} {s['name']!r} (repeat "
                  f"{s['repeat']})  loss {s['loss']:.3f}  r({ROLLING_TRIALS}) {s['rolling_r']:.3f}"
                  f"  backlog {s['backlog']}  skipped updates {s['skipped']}"
                  + ("  [update skipped]" if s["skipped_now"] else ""),
                  "      budget: " + "  ".join(f"{k} {v:.2f} s" for k, v in budget.items())
-                 + f"  = {used:.2f} s of a {period:.2f} s trial period ({share}){over}"]
+                 + (f"  = {used:.2f} s of a {period:.2f} s trial period ({share}){over}" if known
+                    else f"  = {used:.2f} s (no trial period before the second trial)")]
         if self.interactive and self._drawn:
             self.stream.write("\x1b[2F\x1b[J")  # back two lines and clear: redraw in place
         self.stream.write("\n".join(lines) + "\n")
