@@ -69,6 +69,7 @@ class LiveSource:
         self._repeats: dict[int, int] = {}
         self._released = 0
         self._closed = False
+        self.where = ""                # where the session comes from, for the results (subclasses)
 
     def __iter__(self):
         """Trials in release order, until the session's end (or the timeout)."""
@@ -162,7 +163,7 @@ class ZmqSource(LiveSource):
         except BaseException:
             self.close()
             raise
-        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = self.where = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _receive(self) -> list[LiveTrial] | None:
         if not self.socket.poll(None if self.timeout_s is None else self.timeout_s * 1000):

@@ -158,8 +158,9 @@ class LslSource(LiveSource):
                  reorder_frames: int = 2, history_frames: int = 600, poll_s: float = 0.05,
                  chunk_frames: int = 32):
         super().__init__(stimuli, sample_rate, tail_s, timeout_s, reorder_frames, history_frames)
-        self.lsl = lsl = load_pylsl()
+        self.lsl = load_pylsl()
         self.name, self.markers_name = name, markers or markers_name(name)
+        self.where = f"lsl:{self.name}"
         self.poll_s, self.chunk_frames = poll_s, chunk_frames
         self.frames = self.markers = None
         try:

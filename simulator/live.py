@@ -276,6 +276,6 @@ def _attrs(spec: RunSpec, layers, all_layers, source) -> dict:
     return {"run_id": spec.run_id, "variant": spec.variant, "subject": spec.subject,
             "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
             "layers": list(layers), "delta_w_layers": list(all_layers),
-            "store": f"live:{getattr(source, 'endpoint', type(source).__name__)}",
+            "store": f"live:{getattr(source, 'where', '') or type(source).__name__}",
             "stimuli": getattr(source.stimuli, "name", ""), "n_events": 0,
             "provenance": provenance(), "masked_voxels": 0, "dropped_frames": 0}

@@ -56,20 +56,25 @@ def _scenario(tmp_path, checkpoint):
     return path, ["--set", f"model.checkpoint={checkpoint}"]
 
 
-def _live(tmp_path, recording, checkpoint, results, *scanner_args, live_args=()):
-    """`cortexreplay live` listening on a loopback port, `cortexreplay fake-scanner` streaming
-    the recording into it; return the live command's output."""
+def _live(tmp_path, recording, checkpoint, results, *scanner_args, live_args=(), lsl=None):
+    """`cortexreplay live` listening on a loopback port (or reading the LSL streams ``lsl``),
+    `cortexreplay fake-scanner` streaming the recording into it; return the live command's output
+    and the scanner's."""
     scenario, sets = _scenario(tmp_path, checkpoint)
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    live = subprocess.Popen(_command() + ["live", str(scenario), "--listen", endpoint,
+    if lsl is None:
+        endpoint = f"tcp://127.0.0.1:{_free_port()}"
+        source, target, ready = ["--listen", endpoint], ["--connect", endpoint], "listening"
+    else:
+        source, target, ready = ["--lsl", lsl], ["--lsl", lsl], "looking for the LSL streams"
+    live = subprocess.Popen(_command() + ["live", str(scenario), *source,
                                           "--stimuli", str(recording), "--results", str(results),
                                           "--subject", "sub-01", *sets, *live_args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = live.stdout.readline()  # bound once it prints this: the scanner may connect
-        assert "listening for the acquisition" in line, line + live.stdout.read()
-        scanner = subprocess.run(_command() + ["fake-scanner", str(recording), "--connect",
-                                               endpoint, "--speed", SPEED, *scanner_args],
+        line = live.stdout.readline()  # ready once it prints this: the scanner may start
+        assert ready in line, line + live.stdout.read()
+        scanner = subprocess.run(_command() + ["fake-scanner", str(recording), *target,
+                                               "--speed", SPEED, *scanner_args],
                                  capture_output=True, text=True, timeout=120)
         assert scanner.returncode == 0, scanner.stderr
         out, _ = live.communicate(timeout=240)
@@ -89,13 +94,15 @@ def offline(tmp_path_factory, tiny_recording, tiny_checkpoint):
     return run
 
 
+@pytest.mark.parametrize("lsl", [None, "cortexreplay-test-live"], ids=["zeromq", "lsl"])
 def test_live_from_a_fake_scanner_equals_the_offline_replay(tmp_path, offline, tiny_recording,
-                                                           tiny_checkpoint):
+                                                           tiny_checkpoint, lsl):
     results = tmp_path / "live.zarr"
     # A backlog bound the run cannot reach here, so no update is skipped, as offline.
     out, _ = _live(tmp_path, tiny_recording, tiny_checkpoint, results,
-                   live_args=("--max-backlog", "1000"))
+                   live_args=("--max-backlog", "1000"), lsl=lsl)
     (run,) = read_runs(results)
+    assert run["store"].startswith(f"live:lsl:{lsl}" if lsl else "live:tcp://127.0.0.1:")
     assert run["run_id"] == offline["run_id"] and run["n_events"] == offline["n_events"]
     assert run["skipped_updates"] == 0 and run["live"]["missing"] == 0 and run["live"]["ended"]
     assert set(run["trials"]) == set(offline["trials"]) | {"time_write"}

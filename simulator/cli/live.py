@@ -1,5 +1,7 @@
-"""`cortexreplay live SCENARIO --listen ENDPOINT`: run a scenario variant on a live acquisition."""
+"""`cortexreplay live SCENARIO --listen ENDPOINT | --lsl NAME`: run a scenario variant on a live
+acquisition, over ZeroMQ or the Lab Streaming Layer."""
 from replay.live import ZmqSource
+from replay.lsl import LslSource, markers_name
 from replay.security import add_server_curve_arguments, server_curve
 from replay.store import open_recording
 
@@ -11,9 +13,17 @@ def add_parser(sub):
     p = sub.add_parser("live", help="run a scenario variant on a live acquisition, in real time")
     p.add_argument("scenario", help="scenario TOML file")
     p.add_argument("--variant", default=None, help="the variant to run (needed if it has several)")
-    p.add_argument("--listen", required=True, metavar="ENDPOINT",
-                   help="where the acquisition connects its PUSH socket, e.g. "
-                        "tcp://127.0.0.1:5600 (docs/protocol.md, 'Acquisition')")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--listen", metavar="ENDPOINT",
+                        help="ZeroMQ: where the acquisition connects its PUSH socket, e.g. "
+                             "tcp://127.0.0.1:5600 (docs/protocol.md, 'Acquisition')")
+    source.add_argument("--lsl", metavar="NAME",
+                        help="LSL: read the frames stream NAME and the markers stream "
+                             "NAME-markers (docs/protocol.md, 'Acquisition over LSL')")
+    p.add_argument("--lsl-markers", metavar="NAME", default=None,
+                   help="with --lsl: the markers stream's name, if not NAME-markers")
+    p.add_argument("--resolve-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="with --lsl: how long to look for the streams (default 60)")
     p.add_argument("--stimuli", metavar="STORE", default=None,
                    help="recording store holding the sounds the events name (default: the "
                         "scenario's data.store)")
@@ -44,9 +54,21 @@ def main(args):
     stimuli = args.stimuli or cfg["data"]["store"]
     if not stimuli:
         raise ValueError("no stimuli: pass --stimuli STORE or set data.store in the scenario")
-    source = ZmqSource(args.listen, open_recording(stimuli), cfg["model"]["sample_rate"],
-                       cfg["data"]["tail_s"], args.timeout, curve=server_curve(args))
-    print(f"live: listening for the acquisition on {source.endpoint}", flush=True)
+    recording = open_recording(stimuli)
+    rate, tail_s = cfg["model"]["sample_rate"], cfg["data"]["tail_s"]
+    if args.lsl is not None:
+        if args.curve_secret is not None:
+            raise ValueError("--curve-secret is for --listen; LSL has no keys (keep it on a "
+                             "trusted network, docs/protocol.md)")
+        print(f"live: looking for the LSL streams {args.lsl!r} and "
+              f"{args.lsl_markers or markers_name(args.lsl)!r}", flush=True)
+        source = LslSource(recording, args.lsl, args.lsl_markers, rate, tail_s, args.timeout,
+                           resolve_timeout_s=args.resolve_timeout)
+        print(f"live: reading the acquisition from {', '.join(source.hostnames)}", flush=True)
+    else:
+        source = ZmqSource(args.listen, recording, rate, tail_s, args.timeout,
+                           curve=server_curve(args))
+        print(f"live: listening for the acquisition on {source.endpoint}", flush=True)
     try:
         run_live(scenario, source, args.results, spec.variant, options, encoder=args.encoder)
     finally:
