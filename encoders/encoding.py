@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .drift import PageHinkley
+from .projection import check_components, random_projection
 from .ridge import OnlineRidge, as_tensor
 from .scores import PrequentialScore, r2_from_stats
 
@@ -39,6 +40,24 @@ class PrequentialEncoder:
     drift_threshold : float
         Threshold of the per-voxel Page-Hinkley detector on the scored trials' relative error
         ``1 - R^2`` (see ``drift_events``); river's other defaults.
+    components : int
+        0 (the default): each layer's ridge sees the layer's features as they come. ``N > 0``:
+        each layer's features (n_frames, n_features) are first projected to ``N`` dimensions,
+        ``X @ random_projection(n_features, N, seed=i).T`` in float64 (``encoders.projection``:
+        a fixed Gaussian matrix, scikit-learn's ``GaussianRandomProjection`` with
+        ``random_state`` the layer's index ``i`` in ``layers``), then lagged and standardised as
+        usual; a layer with ``n_features <= N`` is left as it is. By the Johnson-Lindenstrauss
+        lemma the projection keeps the inner products between frames up to an error of about
+        ``sqrt(log(n) / N)`` times their norms (``n`` the frames seen), and a ridge's
+        predictions depend on the features only through those inner products (its kernel
+        form), so ridge on the projected features approximates ridge on the full ones. It mixes
+        the *raw* features: one of much larger scale than the others weighs more in every
+        direction than it would after the full model's standardisation. The cost:
+        ``d = N x n_lags`` instead of ``n_features x n_lags``, and the per-trial factorisations
+        grow as ``d^3`` (wav2vec 2.0 base, 768 features, 6 lags: ``N = 256`` makes them 27x
+        cheaper). The matrix is rebuilt from its seed (identical in every process and after a
+        resume), so a state holds none; it is loaded only into an encoder of the same
+        ``components``.
 
     >>> rng = np.random.default_rng(0)
     >>> enc = PrequentialEncoder(["a"], n_voxels=4, n_units=3, lags=[0, 1], alphas=[1.0, 100.0],
@@ -54,9 +73,10 @@ class PrequentialEncoder:
 
     def __init__(self, layers, n_voxels: int, n_units: int, lags=(0,), alphas=(1.0,),
                  warmup: int = 0, forgetting: float = 1.0, device: str = "cpu",
-                 dtype: str = "float32", drift_threshold: float = 50.0):
+                 dtype: str = "float32", drift_threshold: float = 50.0, components: int = 0):
         self.layers = list(layers)
         self.n_voxels = int(n_voxels)
+        self.components = check_components(components)
         self.models = {name: OnlineRidge(alphas=alphas, lags=lags, forgetting=forgetting,
                                          standardize=True, device=device, dtype=dtype)
                        for name in self.layers}
@@ -66,6 +86,10 @@ class PrequentialEncoder:
         self.detectors = {name: PageHinkley(self.n_voxels, threshold=drift_threshold)
                           for name in self.layers}
         self._drift = {name: [] for name in self.layers}  # (trial, voxel) of every detection
+        # Per layer, from its first trial on: the features it takes, and its projection (None:
+        # features as they come).
+        self._n_features: dict[str, int] = {}
+        self._projections: dict[str, np.ndarray | None] = {}
         self.trials_seen = 0      # trials stepped, scored or not
         self.dropped_frames = 0   # frames left out because they held a non-finite value
 
@@ -84,6 +108,11 @@ class PrequentialEncoder:
         self.trials_seen += 1
         if not keep.any():
             return {name: float("nan") for name in self.layers}
+        for name, X in designs.items():
+            if name not in self._n_features:  # the layer's first trial that is learned from
+                self._set_features(name, X.shape[1])
+            if self._projections[name] is not None:
+                designs[name] = np.asarray(X, dtype=np.float64) @ self._projections[name].T
         rows = None if n_dropped == 0 else keep
         device, dtype = self._device, self._dtype
         # The dropped rows reach the ridge as zeros (it checks its input), and stay unused there.
@@ -122,7 +151,7 @@ class PrequentialEncoder:
             if X.shape[0] != frames.shape[0]:
                 raise ValueError(f"features of layer {name!r} have {X.shape[0]} frames but the "
                                  f"trial has {frames.shape[0]} brain frames")
-            expected = getattr(self.models[name], "n_features_in_", X.shape[1])
+            expected = self._n_features.get(name, X.shape[1])
             if X.shape[1] != expected:
                 raise ValueError(f"layer {name!r} has {X.shape[1]} features, but its encoder "
                                  f"expects {expected}")
@@ -130,6 +159,12 @@ class PrequentialEncoder:
                 raise ValueError(f"features of layer {name!r} hold non-finite values")
             designs[name] = X
         return designs
+
+    def _set_features(self, name: str, n_features: int) -> None:
+        """Fix layer ``name``'s number of features and build its projection (see ``components``)."""
+        self._n_features[name] = n_features
+        self._projections[name] = random_projection(n_features, self.components,
+                                                    seed=self.layers.index(name))
 
     def r(self) -> dict[str, np.ndarray]:
         """Prequential Pearson r per voxel, per layer."""
@@ -162,6 +197,8 @@ class PrequentialEncoder:
     def state_dict(self) -> dict:
         """Everything learned so far, as a tree of arrays and JSON scalars (``replay.tree``)."""
         state = {"trials_seen": self.trials_seen, "dropped_frames": self.dropped_frames}
+        if self.components:  # a state of components 0 is the same as before the setting existed
+            state["components"] = self.components
         for name in self.layers:
             score, model = self.scores[name], self.models[name]
             layer = {"score": {"stats": score.unit_stats.copy(), "trial_stats": score.trial_stats.copy(),
@@ -170,12 +207,19 @@ class PrequentialEncoder:
                      "detections": np.array(self._drift[name], dtype=np.int64).reshape(-1, 2)}
             if hasattr(model, "n_samples_seen_"):  # a layer's ridge exists after its first trial
                 layer["ridge"] = model.state_dict()
+                if self.components:  # the ridge sees the projected features: keep the raw count
+                    layer["n_features"] = self._n_features[name]
             state[f"layer-{self.layers.index(name)}"] = layer
         return state
 
     def load_state_dict(self, state: dict) -> PrequentialEncoder:
         """Restore what ``state_dict`` returned to an encoder opened with the same settings;
         a state that does not fit changes nothing. Returns self."""
+        made_with = state.get("components", 0) if isinstance(state, dict) else 0
+        if made_with != self.components:
+            raise ValueError(f"Invalid value for the 'state' parameter. Allowed values are states "
+                             f"of an encoder with components={self.components}, but got one made "
+                             f"with components={made_with!r} instead.")
         try:
             layers = [state[f"layer-{i}"] for i in range(len(self.layers))]
             scores = [{k: np.array(layer["score"][k], dtype=np.float64)
@@ -189,12 +233,13 @@ class PrequentialEncoder:
                                      f"has {want.unit_stats.shape}")
             detectors = [PageHinkley(self.n_voxels).load_state_dict(layer["drift"])
                          for layer in layers]
-            models = {}
+            models, n_features = {}, {}
             for name, layer in zip(self.layers, layers):
                 models[name] = self.models[name]
                 if "ridge" in layer:
                     models[name] = OnlineRidge().set_params(**self.models[name].get_params())
                     models[name].load_state_dict(layer["ridge"])
+                    n_features[name] = self._features_of(name, layer, models[name])
             counters = int(state["trials_seen"]), int(state["dropped_frames"])
         except (KeyError, TypeError, IndexError) as err:
             raise ValueError(f"Invalid value for the 'state' parameter. Allowed values are trees "
@@ -209,4 +254,19 @@ class PrequentialEncoder:
             self._drift[name] = [tuple(map(int, row)) for row in np.asarray(layer["detections"])]
             self.models[name] = models[name]
         self.trials_seen, self.dropped_frames = counters
+        self._n_features, self._projections = {}, {}
+        for name, n in n_features.items():
+            self._set_features(name, n)
         return self
+
+    def _features_of(self, name: str, layer: dict, ridge: OnlineRidge) -> int:
+        """The number of features layer ``name`` takes, from its part of a state: the ridge's
+        own, or with a projection the count kept beside it (checked against the ridge's)."""
+        if not self.components:
+            return int(ridge.n_features_in_)
+        n = int(layer["n_features"])
+        seen = min(n, self.components)
+        if seen != ridge.n_features_in_:
+            raise ValueError(f"layer {name!r} of the state takes {n} features, which project to "
+                             f"{seen}, but its ridge has {ridge.n_features_in_}")
+        return n

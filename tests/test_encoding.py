@@ -216,3 +216,131 @@ def test_an_encoder_of_unknown_length_matches_one_sized_in_advance_and_resumes()
     for t, (X, Y) in enumerate(trials[5:], start=5):
         assert sized.step(t, t, {"a": X}, Y) == resumed.step(t, t, {"a": X}, Y)
     np.testing.assert_array_equal(resumed.unit_stats(), sized.unit_stats())
+
+
+# -- random projection (components) ---------------------------------------------------------
+
+
+def _wide_trials(seed, n_trials, n_features=12, n_frames=10, n_voxels=6):
+    """Features wider than the projection of the tests below, frames of a linear FIR cortex."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n_features * len(LAGS), n_voxels))
+    out = []
+    for _ in range(n_trials):
+        X = rng.standard_normal((n_frames, n_features)).astype(np.float32)
+        Y = lagged(X, LAGS) @ W + 0.3 * rng.standard_normal((n_frames, n_voxels))
+        out.append((X, Y.astype(np.float32)))
+    return out
+
+
+def _run(enc, trials, features=lambda t, X: {"a": X, "b": X[:, :3]}):
+    return [enc.step(t, t, features(t, X), Y) for t, (X, Y) in enumerate(trials)]
+
+
+def test_components_0_changes_nothing():
+    trials = _wide_trials(20, 6)
+    plain = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=6, lags=LAGS, alphas=[1.0, 10.0])
+    zero = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=6, lags=LAGS, alphas=[1.0, 10.0],
+                              components=0)
+    assert _run(plain, trials) == _run(zero, trials)
+    state = zero.state_dict()
+    assert "components" not in state and "n_features" not in state["layer-0"]
+    assert zero.models["a"].n_features_in_ == 12
+
+
+def test_projected_encoder_equals_a_plain_one_fed_the_documented_projection():
+    # The projection is exactly what the docstring says: scikit-learn's GaussianRandomProjection
+    # seeded with the layer's index, applied in float64; layer b (3 features <= 5) is left as it is.
+    from sklearn.random_projection import GaussianRandomProjection
+
+    trials = _wide_trials(21, 8)
+    projected = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=8, lags=LAGS,
+                                   alphas=[1.0, 10.0], warmup=1, components=5)
+    R = GaussianRandomProjection(n_components=5, random_state=0).fit(np.zeros((1, 12))).components_
+    by_hand = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=8, lags=LAGS,
+                                 alphas=[1.0, 10.0], warmup=1)
+    got = _run(projected, trials)
+    expected = _run(by_hand, trials,
+                    lambda t, X: {"a": X.astype(np.float64) @ R.T, "b": X[:, :3]})
+    assert got == expected
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(projected.r()[name], by_hand.r()[name])
+    assert projected.models["a"].n_features_in_ == 5 and projected.models["b"].n_features_in_ == 3
+
+
+def test_projection_is_the_same_in_two_encoders_and_checks_the_feature_count():
+    trials = _wide_trials(22, 5)
+    encoders = [PrequentialEncoder(["a", "b"], n_voxels=6, n_units=5, lags=LAGS, components=4)
+                for _ in range(2)]
+    assert _run(encoders[0], trials) == _run(encoders[1], trials)
+    np.testing.assert_array_equal(encoders[0]._projections["a"], encoders[1]._projections["a"])
+    X, Y = trials[0]
+    with pytest.raises(ValueError, match="layer 'a' has 11 features, but its encoder expects 12"):
+        encoders[0].step(5, 0, {"a": X[:, :11], "b": X[:, :3]}, Y)
+
+
+def test_a_projected_encoder_resumes_exactly_and_refuses_other_components():
+    trials = _wide_trials(23, 8)
+    whole = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=8, lags=LAGS, components=4)
+    first = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=8, lags=LAGS, components=4)
+    expected = _run(whole, trials)
+    assert _run(first, trials[:5]) == expected[:5]
+    state = first.state_dict()
+    assert state["components"] == 4 and state["layer-0"]["n_features"] == 12
+    resumed = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=8, lags=LAGS, components=4)
+    resumed.load_state_dict(state)
+    got = [resumed.step(t, t, {"a": X, "b": X[:, :3]}, Y)
+           for t, (X, Y) in enumerate(trials[5:], start=5)]
+    assert got == expected[5:]
+    np.testing.assert_array_equal(resumed.unit_stats(), whole.unit_stats())
+    for other, made in ((0, 4), (8, 4)):
+        with pytest.raises(ValueError, match=rf"^Invalid value for the 'state' parameter\. Allowed "
+                                             rf"values are states of an encoder with "
+                                             rf"components={other}, but got one made with "
+                                             rf"components={made} instead\.$"):
+            PrequentialEncoder(["a", "b"], 6, 8, lags=LAGS, components=other).load_state_dict(state)
+    plain = PrequentialEncoder(["a", "b"], n_voxels=6, n_units=8, lags=LAGS)
+    _run(plain, trials[:2])
+    with pytest.raises(ValueError, match="components=4, but got one made with components=0"):
+        resumed.load_state_dict(plain.state_dict())
+    assert resumed.trials_seen == 8  # refused: nothing changed
+    del state["layer-1"]["n_features"]
+    with pytest.raises(ValueError, match="lacking 'n_features'"):
+        PrequentialEncoder(["a", "b"], 6, 8, lags=LAGS, components=4).load_state_dict(state)
+
+
+@pytest.mark.parametrize("components", [-1, 2.0, True, "4", None])
+def test_components_must_be_an_integer_at_least_0(components):
+    with pytest.raises(ValueError, match=r"'components' parameter\. Allowed values are integers "
+                                         r">= 0 \(0: no projection\)"):
+        PrequentialEncoder(["a"], n_voxels=2, n_units=1, components=components)
+
+
+def test_projection_scores_close_to_the_full_model_when_the_truth_is_low_dimensional():
+    # 200 features that are a 5-dimensional latent mixed at random (plus a little isotropic
+    # noise), voxels a FIR read-out of the latent (noise ceiling sqrt(1 / 1.09) = 0.96).
+    # Projected to 40 dimensions the latent stays linearly readable (its 5 x 40 image has full
+    # rank): what differs is only the noise the projection keeps and how the penalty shrinks,
+    # so the prequential score must stay within 0.01 of the full model's (the gap measured is
+    # 3e-4 at 0.94; the tolerance leaves room for other BLAS). Projecting to 4 dimensions, one
+    # fewer than the latent's, loses a direction and scores about 0.1 lower: the check can fail.
+    rng = np.random.default_rng(24)
+    k, n_features, n_voxels = 5, 200, 40
+    mix = rng.standard_normal((k, n_features))
+    W = rng.standard_normal((k * len(LAGS), n_voxels)) / np.sqrt(k * len(LAGS))
+    trials = []
+    for _ in range(40):
+        Z = rng.standard_normal((12, k))
+        X = (Z @ mix + 0.1 * rng.standard_normal((12, n_features))).astype(np.float32)
+        Y = (lagged(Z, LAGS) @ W + 0.3 * rng.standard_normal((12, n_voxels))).astype(np.float32)
+        trials.append((X, Y))
+    score = {}
+    for components in (0, 40, 4):
+        enc = PrequentialEncoder(["a"], n_voxels=n_voxels, n_units=40, lags=LAGS,
+                                 alphas=[1.0, 10.0, 100.0, 1000.0], warmup=10,
+                                 components=components)
+        _run(enc, trials, lambda t, X: {"a": X})
+        score[components] = float(enc.r()["a"].mean())
+    assert score[0] > 0.9, score
+    assert abs(score[40] - score[0]) < 0.01, score
+    assert score[4] < score[0] - 0.05, score
