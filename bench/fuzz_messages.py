@@ -588,7 +588,7 @@ def _open_invalid(rng, t):
                                                                        "x", None],
            "alphas": [[], ["x"], [-1.0], None, "x"], "forgetting": [0, 2, -0.5, "x", None],
            "dtype": ["int8", "float16", "", 5], "device": ["nope!", ""],
-           "drift_threshold": [0, -1, "x", None]}
+           "drift_threshold": [0, -1, "x", None], "components": [-1, 2.5, "x", None, True]}
     key = _pick(rng, sorted(bad))
     return _encode("open", {"run": OTHER_RUN, **OPEN, key: _pick(rng, bad[key])})
 

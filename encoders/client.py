@@ -90,7 +90,7 @@ class EncoderClient:
              state: dict | None = None, **options) -> int:
         """Start a run, or restore one from ``state`` (a tree from `snapshot`); return the trial
         it expects next. ``options`` are the optional fields of docs/protocol.md
-        (``forgetting``, ``device``, ``dtype``, ``drift_threshold``)."""
+        (``forgetting``, ``device``, ``dtype``, ``drift_threshold``, ``components``)."""
         fields = {"run": run, "layers": list(layers), "n_voxels": int(n_voxels),
                   "n_units": int(n_units), "lags": [int(k) for k in lags],
                   "alphas": [float(a) for a in alphas], "warmup": int(warmup), **options}

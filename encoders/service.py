@@ -43,6 +43,9 @@ def _is_name(x) -> bool:
     return isinstance(x, str) and 0 < len(x) <= MAX_RUN_NAME
 
 
+COUNT = ("an integer >= 0", lambda x: wire.is_int(x) and x >= 0)
+
+
 # The fields of each request: what each must be, in words and as a check. Checked before any
 # work, so a refused request changes nothing.
 FIELDS = {
@@ -57,11 +60,12 @@ FIELDS = {
              lambda x: isinstance(x, list) and x and all(wire.is_int(k) and k >= 0 for k in x)),
     "alphas": ("a non-empty list of numbers", lambda x: isinstance(x, list) and x
                and all(_is_number(a) for a in x)),
-    "warmup": ("an integer >= 0", lambda x: wire.is_int(x) and x >= 0),
-    "trial": ("an integer >= 0", lambda x: wire.is_int(x) and x >= 0),
-    "unit": ("an integer >= 0", lambda x: wire.is_int(x) and x >= 0),
+    "warmup": COUNT,
+    "trial": COUNT,
+    "unit": COUNT,
     "forgetting": ("a number", _is_number),
     "drift_threshold": ("a number", _is_number),
+    "components": COUNT,
     "device": ("a string", lambda x: isinstance(x, str)),
     "dtype": ("a string", lambda x: isinstance(x, str)),
     "state": ("an object", lambda x: isinstance(x, dict)),
@@ -69,7 +73,9 @@ FIELDS = {
 REQUIRED = {"open": ("run", "layers", "n_voxels", "n_units", "lags", "alphas", "warmup"),
             "trial": ("run", "trial", "unit"), "snapshot": ("run",), "finish": ("run",)}
 # Optional fields of an 'open' request; absent, PrequentialEncoder's defaults.
-OPEN_OPTIONS = ("forgetting", "device", "dtype", "drift_threshold")
+OPEN_OPTIONS = ("forgetting", "device", "dtype", "drift_threshold", "components")
+# Those of them that reach the encoder as floats (JSON may send 1 for 1.0); the others as sent.
+FLOAT_OPTIONS = ("forgetting", "drift_threshold")
 
 
 def check_fields(msg: wire.Message) -> dict:
@@ -272,7 +278,7 @@ class EncoderService:
         encoder = PrequentialEncoder(
             h["layers"], n_voxels=h["n_voxels"], n_units=h["n_units"], lags=h["lags"],
             alphas=[float(a) for a in h["alphas"]], warmup=h["warmup"],
-            **{k: float(h[k]) if _is_number(h[k]) else h[k] for k in OPEN_OPTIONS if k in h})
+            **{k: float(h[k]) if k in FLOAT_OPTIONS else h[k] for k in OPEN_OPTIONS if k in h})
         if "state" in h:  # a resumed run: the encoder as it was at a checkpoint
             arrays = {name[len("state/"):]: a for name, a in msg.arrays.items()
                       if name.startswith("state/")}

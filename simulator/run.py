@@ -136,7 +136,8 @@ def open_encoder(client: EncoderClient, session_key: str, layers, n_voxels: int,
     """Open a run's session with the scenario's ``encoder`` settings; return its next trial."""
     return client.open(session_key, layers, n_voxels, n_units, enc["lags"], enc["alphas"],
                        enc["warmup"], state=state,
-                       **{k: enc[k] for k in ("forgetting", "device", "dtype", "drift_threshold")})
+                       **{k: enc[k] for k in ("forgetting", "device", "dtype", "drift_threshold",
+                                              "components")})
 
 
 def final_scores(final: dict, masked) -> dict[str, np.ndarray]:

@@ -56,6 +56,7 @@ DEFAULTS = {
         "alphas": [1.0, 10.0, 100.0, 1000.0, 10000.0],
         "forgetting": 1.0,         # weight the encoder's past keeps per trial (1: all of it)
         "drift_threshold": 50.0,   # Page-Hinkley threshold on each voxel's 1 - R^2 per trial
+        "components": 0,           # > 0: each layer's features randomly projected to this many first
         "warmup": 10,              # trials learned from but not scored
         "layers": ["all"],
         "device": "cpu",           # torch device of the encoder's statistics ("cuda" on a GPU)

@@ -88,6 +88,11 @@ def test_unknown_key_lists_the_known_keys(tmp_path):
     ("[variants.x]\nseeds = []\n", "variants.x.seeds must not be empty"),
     ("learning = 3\n", "learning must be a table"),
     ("[variants]\nx = 3\n", "variants.x must be a table"),
+    ("[encoder]\ncomponents = 2.5\n", r"/scen\.toml: encoder\.components must be an integer, "
+                                     r"got 2\.5$"),
+    ("[encoder]\ncomponents = -1\n", r"/scen\.toml: encoder\.components must be at least 0, got -1$"),
+    ("[variants.x.encoder]\ncomponents = true\n",
+     r"/scen\.toml: variants\.x\.encoder\.components must be an integer, got True$"),
 ])
 def test_wrong_type_names_the_path(tmp_path, text, message):
     with pytest.raises(ScenarioError, match=message):
@@ -220,3 +225,21 @@ def test_every_shipped_scenario_loads_and_says_its_purpose(path):
     assert path.read_text().startswith(f"# {path.stem}: ")
     scen = load_scenario(path)
     assert scen.variants and all(a in scen.variants and b in scen.variants for a, b in scen.compare)
+
+
+def test_encoder_components_defaults_to_0_and_reaches_the_services_open(tmp_path):
+    from simulator.run import open_encoder
+
+    assert DEFAULTS["encoder"]["components"] == 0
+    cfg = load_scenario(_write(tmp_path, "[variants.p.encoder]\ncomponents = 256\n"
+                                         "[variants.full]\n")).variants
+    assert cfg["full"]["encoder"]["components"] == 0
+
+    class Client:  # what open_encoder asks of the service, without one
+        def open(self, *args, **options):
+            self.options = options
+            return 0
+
+    client = Client()
+    open_encoder(client, "run", ["cnn"], 10, 4, cfg["p"]["encoder"])
+    assert client.options["components"] == 256

@@ -245,6 +245,47 @@ def test_a_refused_trial_leaves_the_run_as_it_was(served_inproc):
     assert served_inproc.service.errors == len(trials)
 
 
+def test_a_run_with_components_equals_a_local_projected_encoder_and_resumes(served_inproc):
+    """'components' reaches the encoder as the integer sent; its snapshot restores only into a
+    run of the same components."""
+    trials = _trials(14, 8)
+    local = PrequentialEncoder(LAYERS, OPEN["n_voxels"], OPEN["n_units"], OPEN["lags"],
+                               OPEN["alphas"], OPEN["warmup"], components=2)
+    expected = [local.step(t, s, f, Y) for t, (s, f, Y) in enumerate(trials)]
+    expected = [np.array([trial_r[n] for n in LAYERS]) for trial_r in expected]
+    client = served_inproc.client()
+    try:
+        client.open("p", **OPEN, components=2)
+        got = [client.trial("p", t, *trial) for t, trial in enumerate(trials[:5])]
+        at, state = client.snapshot("p")
+        with pytest.raises(EncoderError, match=r"rejected 'open': Invalid value for the 'state' "
+                                               r"parameter\. Allowed values are states of an "
+                                               r"encoder with components=0, but got one made "
+                                               r"with components=2 instead\."):
+            client.open("p", **OPEN, state=state)
+        assert client.open("p", **OPEN, components=2, state=state) == at == 5
+        got += [client.trial("p", t, *trials[t]) for t in range(5, 8)]
+        final = client.finish("p")
+    finally:
+        client.close()
+    np.testing.assert_array_equal(np.array(got), np.array(expected))
+    np.testing.assert_array_equal(final["r"], np.stack([local.r()[n] for n in LAYERS]))
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, 2.0, "2", True, None, [2]])
+def test_components_of_another_type_is_refused(served_inproc, value):
+    client = served_inproc.client()
+    try:
+        with pytest.raises(EncoderError, match=r"Invalid value for the 'components' field of "
+                                               r"'open'\. Allowed values are an integer >= 0, "
+                                               r"but got "):
+            client.open("r", **OPEN, components=value)
+        assert client.status()["runs"] == {} and served_inproc.service.errors == 1
+        client.open("r", **OPEN, components=0)  # an integer >= 0 is taken
+    finally:
+        client.close()
+
+
 def test_client_error_names_the_request(served_inproc):
     client = served_inproc.client()
     try:
