@@ -118,3 +118,28 @@ def normalize_wave(wave) -> torch.Tensor:
     """
     x = torch.as_tensor(wave, dtype=torch.float32).reshape(1, -1)
     return (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
+
+
+AUTOCAST = ("none", "bfloat16")  # `model.autocast`: the precision of the network's forward passes
+
+
+def autocast_forwards(model, autocast: str = "bfloat16") -> None:
+    """Run ``model``'s forward passes (the pretraining one and ``model.wav2vec2``'s) under
+    ``torch.autocast`` at ``autocast`` precision ("none" changes nothing), as autocast is meant to
+    be used: around the forward, the backward outside it. Weights and AdamW stay float32.
+
+    bfloat16 pays off on hardware with bf16 units (recent GPUs, AMX CPUs); on an AVX2 CPU it is
+    slower than float32 (docs/performance.md).
+    """
+    check_choice("model.autocast", autocast, AUTOCAST)
+    if autocast == "none":
+        return
+    device = next(model.parameters()).device.type
+    for module in (model, model.wav2vec2):
+        forward = module.forward
+
+        def wrapped(*args, _forward=forward, **kwargs):
+            with torch.autocast(device, dtype=torch.bfloat16):
+                return _forward(*args, **kwargs)
+
+        module.forward = wrapped

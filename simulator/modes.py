@@ -18,7 +18,7 @@ import numpy as np
 from replay.trials import resample
 
 from .learner import Learner
-from .model import init_model
+from .model import autocast_forwards, init_model
 from .pretrain import load_checkpoint
 
 RUN_MODES = ("frozen", "continuous", "reset", "random", "offline")
@@ -35,6 +35,7 @@ def build_learner(cfg: dict, seed: int, recording=None, log=None) -> Learner:
         model.set_gumbel_temperature(temperature)
         optimizer_state = None
     model.to(cfg["model"]["device"])
+    autocast_forwards(model, cfg["model"]["autocast"])
     learning = cfg["learning"]
     learner = Learner(model, {"random": "frozen", "offline": "continuous"}.get(mode, mode),
                       lr=learning["lr"], steps_per_sound=learning["steps_per_sound"],

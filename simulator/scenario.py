@@ -15,6 +15,7 @@ from pathlib import Path
 from replay.checks import allowed_values
 from replay.ordering import ORDERS
 
+from .model import AUTOCAST
 from .modes import RUN_MODES
 
 
@@ -39,6 +40,7 @@ DEFAULTS = {
         "device": "cpu",
         "threads": 1,              # torch threads per run (1 is fastest for tiny models)
         "sample_rate": 16000,
+        "autocast": "none",        # "bfloat16": forward passes under bf16 autocast (GPUs, AMX CPUs)
     },
     "learning": {
         "lr": 1e-4,
@@ -63,7 +65,7 @@ DEFAULTS = {
         "dtype": "float32",        # precision of the voxel-sized statistics
     },
 }
-CHOICES = {"mode": RUN_MODES, "order": ORDERS, "dtype": ("float32", "float64")}
+CHOICES = {"mode": RUN_MODES, "order": ORDERS, "dtype": ("float32", "float64"), "autocast": AUTOCAST}
 NONEMPTY = ("alphas", "lags", "seeds", "subjects", "layers")
 DISTINCT = ("alphas", "lags", "seeds", "subjects", "layers")
 MINIMUM = {"threads": 1, "sample_rate": 1, "steps_per_sound": 1, "mask_span": 1,

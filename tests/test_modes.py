@@ -1,6 +1,8 @@
 """The run modes: what network each one replays with, and whether it learns."""
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -62,3 +64,24 @@ def test_offline_has_heard_every_sound_then_stays_frozen(tiny_checkpoint, tiny_r
 def test_offline_needs_the_recording(tiny_checkpoint):
     with pytest.raises(ValueError, match="'offline' mode needs the recording"):
         build_learner(_cfg(tiny_checkpoint, "offline"), seed=0)
+
+
+def test_bfloat16_autocast_runs_the_forwards_in_bf16_and_learns_in_float32(tiny_checkpoint,
+                                                                         tiny_recording):
+    rec = open_recording(tiny_recording)
+    wave = rec.audio(0)
+    plain = build_learner(_cfg(tiny_checkpoint, "continuous"), seed=0)
+    cfg = _cfg(tiny_checkpoint, "continuous")
+    cfg["model"]["autocast"] = "bfloat16"
+    bf16 = build_learner(cfg, seed=0)
+    seen = []  # the dtype a linear layer of the transformer computes in
+    hook = bf16.model.wav2vec2.encoder.layers[0].feed_forward.output_dense.register_forward_hook(
+        lambda module, args, out: seen.append(out.dtype))
+    features, record = bf16.observe(wave, rec.sample_rate, 1.0)
+    hook.remove()
+    reference, _ = plain.observe(wave, rec.sample_rate, 1.0)
+    assert seen and set(seen) == {torch.bfloat16}  # the feature pass and the update's forward
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    assert record.delta_w["layer_1"] > 0 and np.isfinite(record.loss)
+    for name in reference:  # the same features, to bf16's precision
+        np.testing.assert_allclose(features[name], reference[name], rtol=0.1, atol=0.1)

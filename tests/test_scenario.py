@@ -114,6 +114,8 @@ def test_scalars_promote_to_lists_and_ints_to_floats(tmp_path):
     ("[variants.x]\norder = 'shuffle'\n",
      r"invalid value for 'variants\.x\.order'\. Allowed values are 'recorded', 'shuffled', "
      r"'reversed' and 'blocked', but got 'shuffle' instead\."),
+    ("[model]\nautocast = 'float16'\n", r"invalid value for 'model\.autocast'\. Allowed values "
+                                         r"are 'none' and 'bfloat16', but got 'float16' instead\."),
 ])
 def test_invalid_mode_or_order_lists_the_allowed_values(tmp_path, text, message):
     with pytest.raises(ScenarioError, match=message):
