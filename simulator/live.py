@@ -239,11 +239,11 @@ def _run(spec: RunSpec, source, root, results: str, endpoint: str, service, opti
     if loop is None:
         client.close()
         raise ScenarioError("the live source ended before any trial: nothing was written "
-                            f"(source report: {_report(source)})")
-    rows, final = loop.finish()
+                            f"(source report: {dict(source.report())})")
+    _, final = loop.finish()  # the records are in the store already
     client.close()
     _append_scores(writer, loop, written_r)
-    report = _report(source)
+    report = dict(source.report())
     writer.finish(final_scores(final, masker.mask),
                   {"n_events": n_trials, "dropped_frames": int(final["dropped_frames"]),
                    "masked_voxels": int(masker.mask.sum()),
@@ -265,10 +265,6 @@ def _append_scores(writer: RunWriter, loop: TrialLoop, written: int) -> int:
         writer.append("trial_r", loop.trial_r[written], np.float64)
         written += 1
     return written
-
-
-def _report(source) -> dict:
-    return dict(source.report())
 
 
 def _attrs(spec: RunSpec, layers, all_layers, source) -> dict:
