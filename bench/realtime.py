@@ -18,6 +18,12 @@ full trial
     ``PrequentialEncoder.step`` for every layer on ``VOXELS`` voxels (lags 0..5, the scenario's
     five penalties, scored from the second trial on), and a zarr append of the trial's record.
     The encoder service's transport (ZeroMQ, another process) is not in it.
+full trial, projected
+    The same trial, timed the same way, on a second learner built from the same weights and an
+    encoder with ``components = COMPONENTS`` (``PrequentialEncoder(components=...)``: each layer's
+    features randomly projected to that many dimensions before the lags, so base's systems are
+    6 x 256 = 1536 wide instead of 4608). bench/projection_score.py measures what it costs in
+    score, on a synthetic recording read from base's features.
 bfloat16
     ``Learner.observe`` with the model's forward passes under ``torch.autocast("cpu",
     dtype=torch.bfloat16)`` and the backward outside (the learner has no option of its own; the
@@ -48,6 +54,7 @@ from simulator.trial_loop import align
 from simulator.scenario import DEFAULTS
 from simulator.sounds import make_sound
 
+from . import projection_score
 from .timing import pretraining_inputs
 
 SIZES = ("tiny", "small", "base")
@@ -63,6 +70,12 @@ REPEATS = {"tiny": (1, 5), "small": (1, 3), "base": (1, 2)}  # warm-up is always
 # first-call costs are small against 160 s), to keep the benchmark near 8 minutes.
 BF16_REPEATS = {"tiny": 5, "small": 3, "base": 1}
 OVERHEAD_TARGET = 0.10
+# The encoder's projection for the projected trial. The factorisations grow as d^3: from base's
+# 60 s at d = 4608 (docs/performance.md before the projection), N = 256 (d = 1536) predicts
+# about 2 s for the encoder and a trial near 10 s, half the 20 s period; 384 (d = 2304) about
+# 7.5 s and a trial near 15 s, a margin that the encoder service sharing the 2 cores with the
+# learner in a real run would eat; 512 (d = 3072) about 18 s, past the period.
+COMPONENTS = 256
 
 
 def _autocast_forwards(model) -> None:
@@ -128,6 +141,7 @@ def _feature_difference(model, wave) -> dict:
 
 def case(size: str, wave: np.ndarray, log=print) -> dict:
     warmup, repeats = REPEATS[size]
+    load_before = os.getloadavg()
     # Bare transformers: its own model and AdamW, masks and negatives drawn once.
     bare_model = build_model(size, seed=0)
     bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=1e-4)
@@ -154,16 +168,21 @@ def case(size: str, wave: np.ndarray, log=print) -> dict:
     total = warmup + repeats
     encoder = PrequentialEncoder(layers, n_voxels=VOXELS, n_units=total, lags=LAGS, alphas=ALPHAS,
                                  warmup=0)
+    # The projected trial's own learner (the same weights and seed) and encoder.
+    learner_p = Learner(build_model(size, seed=0), "continuous", lr=1e-4, steps_per_sound=1,
+                        seed=0)
+    encoder_p = PrequentialEncoder(layers, n_voxels=VOXELS, n_units=total, lags=LAGS,
+                                   alphas=ALPHAS, warmup=0, components=COMPONENTS)
     n_frames = int(TRIAL_S * FRAME_RATE)
     frames = np.random.default_rng(1).standard_normal((total, n_frames, VOXELS), dtype=np.float32)
     tmp = tempfile.TemporaryDirectory()
     config = learner.model.config
     dims = [config.conv_dim[-1]] + [config.hidden_size] * (len(layers) - 1)
     writer = _Writer(os.path.join(tmp.name, "rows.zarr"), layers, dims)
-    trial = {"k": 0}
+    writer_p = _Writer(os.path.join(tmp.name, "rows-projected.zarr"), layers, dims)
 
-    def full():
-        k = trial["k"]
+    def full(learner=learner, encoder=encoder, writer=writer):
+        k = encoder.trials_seen
         t0 = time.perf_counter()
         features, record = learner.observe(wave, SR, FRAME_RATE)
         t1 = time.perf_counter()
@@ -173,7 +192,6 @@ def case(size: str, wave: np.ndarray, log=print) -> dict:
         t3 = time.perf_counter()
         writer.write(trial_r, record, features)
         t4 = time.perf_counter()
-        trial["k"] += 1
         return {"full": t4 - t0, "observe": t1 - t0, "features": record.time_features,
                 "learn": record.time_learn, "align": t2 - t1, "encoder": t3 - t2, "write": t4 - t3,
                 "loss": record.loss}
@@ -185,24 +203,28 @@ def case(size: str, wave: np.ndarray, log=print) -> dict:
     # The warm-up round: every path once, untimed. It is also the encoder's first trial, which
     # has nothing to predict from (no factorisation) and would time short.
     log(f"realtime: {size}: warm-up")
-    bare(), bare_nograd(), full()
+    bare(), bare_nograd(), full(), full(learner_p, encoder_p, writer_p)
     if BF16_REPEATS[size] >= repeats:
         observe_bf16()
     times = {k: [] for k in ("bare", "bare_nograd", "full", "observe", "features", "learn",
                              "align", "encoder", "write", "bf16_observe", "bf16_features",
-                             "bf16_learn")}
+                             "bf16_learn", "full_projected", "observe_projected",
+                             "encoder_projected")}
     losses = {"float32": [], "bf16": []}
     for rep in range(repeats):
         log(f"realtime: {size}: repeat {rep + 1}/{repeats}")
         t_bare, _ = _timed(bare)
         t_nograd, _ = _timed(bare_nograd)
         ours = full()
+        projected = full(learner_p, encoder_p, writer_p)
         if rep < BF16_REPEATS[size]:
             t_bf16, bf = _timed(observe_bf16)
         times["bare"].append(t_bare)
         times["bare_nograd"].append(t_nograd)
         for k in ("full", "observe", "features", "learn", "align", "encoder", "write"):
             times[k].append(ours[k])
+        for k in ("full", "observe", "encoder"):
+            times[f"{k}_projected"].append(projected[k])
         losses["float32"].append(ours["loss"])
         if rep < BF16_REPEATS[size]:
             times["bf16_observe"].append(t_bf16)
@@ -230,10 +252,16 @@ def case(size: str, wave: np.ndarray, log=print) -> dict:
            "bf16_speed": med["full_s"] / bf16_full,
            "bf16_observe_speed": med["observe_s"] / med["bf16_observe_s"],
            "bf16_realtime_factor": TRIAL_S / bf16_full,
+           "components": COMPONENTS,
+           "load_average": [load_before, os.getloadavg()],
+           "projected_speed": med["full_s"] / med["full_projected_s"],
+           "realtime_factor_projected": TRIAL_S / med["full_projected_s"],
            "loss": losses,
            "bf16_feature_difference": _feature_difference(learner.model, wave)}
     log(f"realtime: {size}: bare {med['bare_s']:.2f} s, full {med['full_s']:.2f} s "
-        f"(encoder {med['encoder_s']:.2f} s), bf16 observe {med['bf16_observe_s']:.2f} s")
+        f"(encoder {med['encoder_s']:.2f} s), projected {med['full_projected_s']:.2f} s "
+        f"(encoder {med['encoder_projected_s']:.2f} s), bf16 observe "
+        f"{med['bf16_observe_s']:.2f} s")
     return out
 
 
@@ -243,8 +271,13 @@ def run(log=print) -> dict:
     try:
         wave = make_sound("speech", SOUND_S, np.random.default_rng(0), sample_rate=SR)
         t0 = time.perf_counter()
+        # Other work on the machine slows every figure: its load is kept beside them.
+        load = {"start": os.getloadavg()}
         with threadpool_limits(limits=THREADS, user_api="blas"):
             cases = [case(size, wave, log) for size in SIZES]
+            load["after_timing"] = os.getloadavg()
+            score = projection_score.run(log)
+        load["end"] = os.getloadavg()
     finally:
         torch.set_num_threads(threads_before)
     base = next(c for c in cases if c["size"] == "base")
@@ -254,7 +287,9 @@ def run(log=print) -> dict:
             "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "bench_wall_s": time.perf_counter() - t0,
+            "load_average": load, "components": COMPONENTS,
             "cases": cases,
+            "projection_score": score,
             "targets": {
                 "overhead_max": OVERHEAD_TARGET,
                 "overhead_as_written_met": {c["size"]: c["full_over_bare"] - 1 <= OVERHEAD_TARGET
@@ -264,7 +299,8 @@ def run(log=print) -> dict:
                 "learner_overhead_met": {c["size"]: c["observe_over_bare_plus_nograd"] - 1
                                          <= OVERHEAD_TARGET for c in cases},
                 "base_keeps_up": base["median"]["full_s"] <= TRIAL_S,
-                "base_keeps_up_bf16": base["bf16_full_s"] <= TRIAL_S}}
+                "base_keeps_up_bf16": base["bf16_full_s"] <= TRIAL_S,
+                "base_keeps_up_projected": base["median"]["full_projected_s"] <= TRIAL_S}}
 
 
 def _ms(s: float) -> str:
@@ -282,6 +318,17 @@ def markdown(r: dict) -> str:
         return f"| {label} | " + " | ".join(fn(c) for c in cases) + " |"
 
     med = lambda key: (lambda c: _ms(c["median"][key]))  # noqa: E731
+    n = r["components"]
+    ps = r["projection_score"]
+    full_score = ps["settings"]["0"]["score"]
+    at_n = ps["settings"][str(n)]
+    base = next(c for c in cases if c["size"] == "base")
+    wide = max(base["feature_dims"])
+
+    def predicted(k):  # base's full trial if its encoder took (k / wide)^3 of its plain time
+        return base["median"]["observe_s"] + base["median"]["encoder_s"] * (k / wide) ** 3
+
+    load = r.get("load_average", {})
     lines = [
         "## Real-time budget: a full continuous trial against a bare transformers step\n",
         f"wav2vec 2.0 `tiny`, `small` and `base` (`simulator.model.SIZES`; `base` is transformers' "
@@ -298,6 +345,10 @@ def markdown(r: dict) -> str:
         f"{r['lags'][0]}..{r['lags'][-1]}, {len(r['alphas'])} penalties, scored) + a zarr append "
         "of the trial's record; the encoder runs in process here (in a run it is a service "
         "overlapping the next sound, behind ZeroMQ, which this does not time).\n",
+        *([f"The machine's load average (1 min) was {load['start'][0]:.1f} at the start, "
+           f"{load['after_timing'][0]:.1f} after the timing and {load['end'][0]:.1f} at the end, "
+           f"on {m.get('cores', '?')} cores: other work on it slows every figure here.\n"]
+          if load else []),
         head,
         row("parameters", lambda c: f"{c['parameters'] / 1e6:.1f} M"),
         row("timed repeats", lambda c: f"{c['repeats']} (+{c['warmup']} warm-up)"),
@@ -317,6 +368,13 @@ def markdown(r: dict) -> str:
         row("(d) observe / (bare + no-grad forward)",
             lambda c: f"{c['observe_over_bare_plus_nograd']:.2f}x"),
         row(f"real-time factor ({r['trial_s']:g} s / full)", lambda c: f"{c['realtime_factor']:.2f}"),
+        row(f"**full trial, components = {n}**",
+            lambda c: f"**{_ms(c['median']['full_projected_s'])}**"),
+        row(f"&nbsp; encoder (all layers), components = {n}", med("encoder_projected_s")),
+        row(f"speed-up of the full trial (components = {n})",
+            lambda c: f"{c['projected_speed']:.2f}x"),
+        row(f"real-time factor, components = {n}",
+            lambda c: f"{c['realtime_factor_projected']:.2f}"),
         row("bf16 autocast observe", med("bf16_observe_s")),
         row("bf16 full trial (bf16 observe + same encoder, write)", lambda c: _ms(c["bf16_full_s"])),
         row("bf16 speed (float32 / bf16, full trial)", lambda c: f"{c['bf16_speed']:.2f}x"),
@@ -343,6 +401,42 @@ def markdown(r: dict) -> str:
         "factorises a (lags x d)-square system per penalty per layer on every trial (five "
         "Cholesky factorisations of 6 x 768 = 4608 for each of `base`'s 13 layers), independent of "
         "the voxel count.\n",
+        f"With `encoder.components = {n}` (`PrequentialEncoder(components={n})`) each layer's "
+        f"features are randomly projected to {n} dimensions before the lags (layers of at most "
+        f"{n} features are left as they are; projected here: "
+        + "; ".join(f"`{c['size']}` {sum(d > n for d in c['feature_dims'])} of {c['layers']}"
+                    for c in cases)
+        + f"), so `base`'s widest systems are {n * len(r['lags'])} wide instead of "
+        f"{wide * len(r['lags'])}. The projected trial runs on its own learner (same weights and "
+        "seed) and encoder, alternating with the plain one. Why "
+        f"{n}: the factorisations grow as d³, and `base`'s observe plus its encoder scaled by "
+        f"(N / {wide})³ from the plain trial predicts a full trial of "
+        + ", ".join(f"{_ms(predicted(k))} at N = {k}" for k in (256, 384, 512))
+        + f" against the {r['trial_s']:g} s period: {n} is the largest power of two that leaves "
+        "about half the period free, a margin the encoder service needs in a real run, where it "
+        "shares the cores with the learner.\n",
+        "### What the projection costs in score\n",
+        f"A synthetic recording read from `{ps['size']}`'s features (`simulator.cortex`, "
+        f"docs/synthetic.md): {ps['sounds']} sounds of {ps['duration_s']:g} s x "
+        f"{ps['repeats']} presentations ({ps['trials']} trials of {ps['frames_per_trial']:g} "
+        f"frames), {ps['voxels']} voxels, a static cortex reading a rank-{ps['rank']} "
+        f"read-out of `{ps['read_layer']}` at SNR {ps['snr']:g} (noise ceiling "
+        f"{ps['noise_ceiling_r']:.2f}); `{ps['size']}` at random init (nothing pretrained loads "
+        "here). "
+        f"The replay is a frozen run's: the same network's `{ps['read_layer']}` features, "
+        "scored by one encoder per setting on the same trials (lags "
+        f"{ps['lags'][0]}..{ps['lags'][-1]}, {len(ps['alphas'])} penalties, warm-up "
+        f"{ps['warmup']}). Score: the mean over voxels of the prequential r; the difference is "
+        f"paired, with a 95% bootstrap interval over sounds ({ps['n_boot']} resamples).\n",
+        "| components | lagged features | encoder per trial (one layer) | score | difference "
+        "from components = 0 [95% CI] | voxels scored lower |",
+        "|---|---|---|---|---|---|",
+        *[f"| {s['components'] or '0 (full)'} | {s['n_lagged']} | {_ms(s['encoder_s'])} | "
+          f"{s['score']:.3f} | "
+          + (f"{s['delta']:+.3f} [{s['delta_ci'][0]:+.3f}, {s['delta_ci'][1]:+.3f}] | "
+             f"{s['voxels_lower']:.0%} |" if s["components"] else "— | — |")
+          for s in ps["settings"].values()],
+        "",
         "Targets:\n",
         f"- Pipeline overhead at most +{t['overhead_max']:.0%} over the bare step. As written "
         "(full trial against the bare step, (a)): "
@@ -355,7 +449,12 @@ def markdown(r: dict) -> str:
         + ", ".join(f"`{c['size']}` {c['observe_over_bare_plus_nograd'] - 1:+.0%} "
                     f"{yes(t['learner_overhead_met'][c['size']])}" for c in cases) + ".",
         f"- `base` keeps up with the {r['trial_s']:g} s trial period on {r['threads']} threads: "
-        f"{yes(t['base_keeps_up'])} (float32), {yes(t['base_keeps_up_bf16'])} (bf16 autocast).",
+        f"{yes(t['base_keeps_up'])} (float32), {yes(t['base_keeps_up_bf16'])} (bf16 autocast); "
+        f"with `encoder.components = {n}`: {yes(t['base_keeps_up_projected'])}, a full trial of "
+        f"{_ms(base['median']['full_projected_s'])} (real-time factor "
+        f"{base['realtime_factor_projected']:.2f}), at a score cost of {at_n['delta']:+.3f} "
+        f"[{at_n['delta_ci'][0]:+.3f}, {at_n['delta_ci'][1]:+.3f}] on the synthetic recording "
+        f"above ({full_score:.3f} without the projection, {at_n['score']:.3f} with it).",
         "- bf16 autocast on CPU: measured as an option (rows above); torch's CPU capability here "
         f"is {r.get('cpu_capability', '?')} (without AVX512-BF16 or AMX, bf16 matrix products "
         "are emulated, not native).\n",
