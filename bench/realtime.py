@@ -26,13 +26,13 @@ full trial, projected
     score, on a synthetic recording read from base's features.
 bfloat16
     ``Learner.observe`` with the model's forward passes under ``torch.autocast("cpu",
-    dtype=torch.bfloat16)`` and the backward outside (the learner has no option of its own; the
-    autocast is patched onto the model for this measurement only), on a second learner built
-    from the same weights; the rest of the trial is float32 and the same work, so the bf16 trial
-    time is bf16 observe + the float32 trial's align, encoder and write. Its "score difference"
-    is a proxy: the pooled features of float32 and bf16 forwards of the same input at the same
-    weights (max abs difference, relative to the features' max, and correlation), not a
-    difference of encoding scores, which would need a whole run.
+    dtype=torch.bfloat16)`` and the backward outside (``model.autocast = "bfloat16"``,
+    `simulator.model.autocast_forwards`), on a second learner built from the same weights; the
+    rest of the trial is float32 and the same work, so the bf16 trial time is bf16 observe + the
+    float32 trial's align, encoder and write. The features of float32 and bf16 forwards of the
+    same input at the same weights are compared here (max abs difference, relative to the
+    features' max, and correlation); the difference in encoding score, which needs whole runs,
+    is bench/autocast_score.py's.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ from threadpoolctl import threadpool_limits
 from encoders.encoding import PrequentialEncoder
 from simulator.features import extract_features
 from simulator.learner import Learner
-from simulator.model import build_model, layer_names
+from simulator.model import autocast_forwards, build_model, layer_names
 from simulator.trial_loop import align
 from simulator.scenario import DEFAULTS
 from simulator.sounds import make_sound
@@ -76,20 +76,6 @@ OVERHEAD_TARGET = 0.10
 # 7.5 s and a trial near 15 s, a margin that the encoder service sharing the 2 cores with the
 # learner in a real run would eat; 512 (d = 3072) about 18 s, past the period.
 COMPONENTS = 256
-
-
-def _autocast_forwards(model) -> None:
-    """Run ``model``'s forward passes (the pretraining one and ``model.wav2vec2``'s) under bf16
-    autocast, as ``torch.autocast`` is meant to be used: around the forward, the backward
-    outside. For this measurement only: the learner has no precision option of its own."""
-    for module in (model, model.wav2vec2):
-        forward = module.forward
-
-        def wrapped(*args, _forward=forward, **kwargs):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return _forward(*args, **kwargs)
-
-        module.forward = wrapped
 
 
 def _timed(fn):
@@ -125,7 +111,7 @@ def _feature_difference(model, wave) -> dict:
     """float32 against bf16-autocast pooled features of the same input at the same weights."""
     f32 = extract_features(model, wave, SR, FRAME_RATE)
     model = copy.deepcopy(model)
-    _autocast_forwards(model)
+    autocast_forwards(model)
     bf16 = extract_features(model, wave, SR, FRAME_RATE)
     per_layer = {}
     for name in f32:
@@ -163,7 +149,7 @@ def case(size: str, wave: np.ndarray, log=print) -> dict:
     learner = Learner(build_model(size, seed=0), "continuous", lr=1e-4, steps_per_sound=1, seed=0)
     learner_bf16 = Learner(build_model(size, seed=0), "continuous", lr=1e-4, steps_per_sound=1,
                            seed=0)
-    _autocast_forwards(learner_bf16.model)
+    autocast_forwards(learner_bf16.model)
     layers = layer_names(learner.model)
     total = warmup + repeats
     encoder = PrequentialEncoder(layers, n_voxels=VOXELS, n_units=total, lags=LAGS, alphas=ALPHAS,
@@ -393,9 +379,10 @@ def markdown(r: dict) -> str:
         "(a) is the full trial against the bare step; (b) leaves out the no-grad feature pass, "
         "which the bare step does not make; (c) compares the same network work (a bare feature "
         "forward plus a bare step), so its excess is the pipeline's own overhead, encoder and "
-        "write included; (d) is the learner alone on the same footing. The bf16 \"score "
-        "difference\" is a proxy: float32 against bf16-autocast pooled features of the same "
-        "input at the same weights, not encoding scores.\n",
+        "write included; (d) is the learner alone on the same footing. The bf16 feature "
+        "difference compares float32 and bf16-autocast pooled features of the same input at the "
+        "same weights; the difference in encoding score is in the whole-run bfloat16 section "
+        "(`bench/autocast_score.py`).\n",
         "Where the time goes: the learner itself is within a few percent of the bare code "
         "((d)); what breaks the budget from `small` up is the encoder, whose exact online ridge "
         "factorises a (lags x d)-square system per penalty per layer on every trial (five "
