@@ -308,6 +308,7 @@ def markdown(r: dict) -> str:
     ps = r["projection_score"]
     full_score = ps["settings"]["0"]["score"]
     at_n = ps["settings"][str(n)]
+    projected = [s for s in ps["settings"].values() if s["components"]]
     base = next(c for c in cases if c["size"] == "base")
     wide = max(base["feature_dims"])
 
@@ -416,14 +417,26 @@ def markdown(r: dict) -> str:
         f"{ps['warmup']}). Score: the mean over voxels of the prequential r; the difference is "
         f"paired, with a 95% bootstrap interval over sounds ({ps['n_boot']} resamples).\n",
         "| components | lagged features | encoder per trial (one layer) | score | difference "
-        "from components = 0 [95% CI] | voxels scored lower |",
-        "|---|---|---|---|---|---|",
+        "from components = 0 [95% CI] | voxels scored lower | `base` full trial |",
+        "|---|---|---|---|---|---|---|",
         *[f"| {s['components'] or '0 (full)'} | {s['n_lagged']} | {_ms(s['encoder_s'])} | "
           f"{s['score']:.3f} | "
           + (f"{s['delta']:+.3f} [{s['delta_ci'][0]:+.3f}, {s['delta_ci'][1]:+.3f}] | "
-             f"{s['voxels_lower']:.0%} |" if s["components"] else "— | — |")
+             f"{s['voxels_lower']:.0%} | " if s["components"] else "— | — | ")
+          + (f"{_ms(base['median']['full_s'])} (measured) |" if not s["components"] else
+             f"{_ms(base['median']['full_projected_s'])} (measured) |" if s["components"] == n
+             else f"{_ms(predicted(s['components']))} (predicted, d³) |")
           for s in ps["settings"].values()],
         "",
+        ("Every N measured scores below the full model, its interval clear of 0; the cost "
+         "shrinks as N grows. " if all(s["delta_ci"][1] < 0 for s in projected) else
+         "Not every N measured scores below the full model with an interval clear of 0. ")
+        + "What the recording favours and what it does not: its voxels read the very "
+        "features the encoder gets (a frozen run of the teacher), which suits the full model; "
+        f"but with {ps['trials']} trials of {ps['frames_per_trial']:g} frames it has far fewer "
+        f"frames than the full model's {wide * len(r['lags'])} lagged features, which suits the "
+        "projection, and a random-init network's features may be more or less spread than a "
+        "pretrained one's. On another recording the cost may differ either way.\n",
         "Targets:\n",
         f"- Pipeline overhead at most +{t['overhead_max']:.0%} over the bare step. As written "
         "(full trial against the bare step, (a)): "
