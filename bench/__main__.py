@@ -5,9 +5,11 @@ import platform
 import sys
 from pathlib import Path
 
-from . import backpressure, encoder_scale, encoder_step, learner_step, realtime
+from . import (autocast_score, backpressure, encoder_scale, encoder_step, learner_step, pipelined,
+               realtime)
 
-BENCHES = (learner_step, encoder_step, encoder_scale, backpressure, realtime)
+BENCHES = (learner_step, encoder_step, encoder_scale, backpressure, realtime, pipelined,
+           autocast_score)
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ import torch
 from simulator.learner import Learner
 from simulator.model import build_model
 
-from .timing import best_time, pretraining_inputs
+from .timing import bare_step, best_time
 
 STEPS, SECONDS, SR = 3, 2.0, 16000
 
@@ -26,20 +26,12 @@ def run() -> dict:
         learner.features(wave, SR, 1.0)
         learner.learn(wave)
 
-    model = build_model("tiny")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x, mask_t, neg = pretraining_inputs(model, wave)
+    step, nograd = bare_step(build_model("tiny"), wave)
 
     def bare():
-        model.eval()
-        with torch.no_grad():
-            model.wav2vec2(x, output_hidden_states=True)
-        model.train()
+        nograd()
         for _ in range(STEPS):
-            loss = model(x, mask_time_indices=mask_t, sampled_negative_indices=neg).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            step()
 
     t_bare, t_ours = best_time(bare), best_time(ours)
     return {"bench": "learner_step", "model": "tiny", "sound_s": SECONDS, "steps": STEPS,

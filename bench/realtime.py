@@ -55,7 +55,7 @@ from simulator.scenario import DEFAULTS
 from simulator.sounds import make_sound
 
 from . import projection_score
-from .timing import pretraining_inputs
+from .timing import bare_step
 
 SIZES = ("tiny", "small", "base")
 SOUND_S, SR, FRAME_RATE, TRIAL_S = 10.0, 16000, 1.0, 20.0
@@ -129,21 +129,7 @@ def case(size: str, wave: np.ndarray, log=print) -> dict:
     warmup, repeats = REPEATS[size]
     load_before = os.getloadavg()
     # Bare transformers: its own model and AdamW, masks and negatives drawn once.
-    bare_model = build_model(size, seed=0)
-    bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=1e-4)
-    x, mask_t, neg = pretraining_inputs(bare_model, wave)
-
-    def bare():
-        bare_model.train()
-        loss = bare_model(x, mask_time_indices=mask_t, sampled_negative_indices=neg).loss
-        bare_opt.zero_grad()
-        loss.backward()
-        bare_opt.step()
-
-    def bare_nograd():
-        bare_model.eval()
-        with torch.no_grad():
-            bare_model.wav2vec2(x, output_hidden_states=True)
+    bare, bare_nograd = bare_step(build_model(size, seed=0), wave)
 
     # Ours: the learner, the encoder and the writer of a continuous run.
     learner = Learner(build_model(size, seed=0), "continuous", lr=1e-4, steps_per_sound=1, seed=0)
@@ -251,11 +237,16 @@ def case(size: str, wave: np.ndarray, log=print) -> dict:
     return out
 
 
+def trial_sound() -> np.ndarray:
+    """The benchmarks' sound: 10 s of synthetic speech at 16 kHz, seeded."""
+    return make_sound("speech", SOUND_S, np.random.default_rng(0), sample_rate=SR)
+
+
 def run(log=print) -> dict:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        wave = make_sound("speech", SOUND_S, np.random.default_rng(0), sample_rate=SR)
+        wave = trial_sound()
         t0 = time.perf_counter()
         # Other work on the machine slows every figure: its load is kept beside them.
         load = {"start": os.getloadavg()}

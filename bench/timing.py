@@ -30,3 +30,25 @@ def pretraining_inputs(model, wave, seed: int = 0):
     mask = sample_mask(rng, n, 0.4, 3)
     neg = torch.from_numpy(sample_negatives(rng, mask, model.config.num_negatives)[None])
     return x, torch.from_numpy(mask[None]), neg
+
+
+def bare_step(model, wave, lr: float = 1e-4):
+    """``(step, nograd)``: what a user of transformers alone writes for one self-supervised step
+    of ``model`` on ``wave`` (forward with the pretraining loss, backward, ``AdamW.step``), and the
+    no-grad forward with hidden states that a continuous trial makes before it learns."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    x, mask_t, neg = pretraining_inputs(model, wave)
+
+    def step():
+        model.train()
+        loss = model(x, mask_time_indices=mask_t, sampled_negative_indices=neg).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def nograd():
+        model.eval()
+        with torch.no_grad():
+            model.wav2vec2(x, output_hidden_states=True)
+
+    return step, nograd
