@@ -31,7 +31,7 @@ from simulator.model import build_model, layer_names
 from simulator.results import RunWriter, open_results
 from simulator.run import open_encoder
 from simulator.scenario import DEFAULTS
-from simulator.trial_loop import TrialLoop, row_dtype
+from simulator.trial_loop import TrialLoop
 
 from .realtime import FRAME_RATE, SOUND_S, SR, THREADS, TRIAL_S, VOXELS, trial_sound
 from .timing import bare_step
@@ -68,8 +68,7 @@ def case(size: str, wave: np.ndarray, log=print) -> dict:
 
         def trial(t):
             loop.step(t)
-            for name, values in loop.rows.items():
-                writer.append(name, values[-1], row_dtype(name))
+            writer.append_trial(loop.last_trial())
 
         log(f"pipelined: {size}: warm-up")
         trial(trials[0])

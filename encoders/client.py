@@ -125,8 +125,15 @@ class EncoderClient:
         return [self._collect() for _ in range(len(self._trials))]
 
     def _collect(self) -> tuple[int, np.ndarray]:
-        trial, seq = self._trials.pop(0)
-        return trial, np.array(self.wait(seq).arrays["trial_r"])
+        trial, seq = self._trials[0]
+        try:
+            reply = self.wait(seq)
+        except Exception:  # answered (refused) or given up on: no longer in flight
+            self._trials.pop(0)
+            raise
+        # Interrupted (Ctrl-C) while waiting, it stayed in flight, to be collected later.
+        self._trials.pop(0)
+        return trial, np.array(reply.arrays["trial_r"])
 
     def snapshot(self, run: str) -> tuple[int, dict]:
         """The run's encoder state after every trial sent so far: ``(next trial, state tree)``,

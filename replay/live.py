@@ -22,6 +22,8 @@ message is counted (``bad_messages``) and skipped: a live run never stops on one
 """
 from __future__ import annotations
 
+import time
+
 import zmq
 
 from . import wire
@@ -31,6 +33,7 @@ from .trials import DEFAULT_TAIL_S, Trial, resample
 
 ACQUISITION_KINDS = ("session", "frames", "event", "end")
 MAX_REASONS = 10  # the first few bad messages' reasons are kept for the report
+POLL_S = 0.2      # the longest a source waits for a message before it looks at `stop` again
 
 
 class LiveSource:
@@ -70,10 +73,11 @@ class LiveSource:
         self._released = 0
         self._closed = False
         self.where = ""                # where the session comes from, for the results (subclasses)
+        self.stopped = False           # set by `stop`: the iteration ends at its next look
 
     def __iter__(self):
-        """Trials in release order, until the session's end (or the timeout)."""
-        while not self.ended:
+        """Trials in release order, until the session's end (or the timeout, or `stop`)."""
+        while not self.ended and not self.stopped:
             released = self._receive()
             if released is None:
                 break  # quiet for timeout_s: release what is pending and stop
@@ -81,7 +85,14 @@ class LiveSource:
         if self.assembler is not None:
             yield from (self._trial(live) for live in self.assembler.flush())
 
+    def stop(self) -> None:
+        """End the iteration from another thread (Ctrl-C): within ``POLL_S`` it stops taking
+        messages and releases what is pending, cut at the last frame received."""
+        self.stopped = True
+
     def _receive(self) -> list[LiveTrial] | None:
+        """One round of what arrived, waiting at most ``POLL_S``: the trials it released, or
+        None once the stream is over or has been quiet for ``timeout_s``."""
         raise NotImplementedError
 
     def _start(self, frame_rate: float, n_voxels: int, t0: float | None) -> None:
@@ -160,14 +171,22 @@ class ZmqSource(LiveSource):
             if curve is not None:
                 self.authenticator = curve.apply(self.socket)
             self.socket.bind(endpoint)
+        except zmq.ZMQError as err:  # a port in use, an address not of this machine
+            self.close()
+            raise ValueError(f"cannot listen on {bind!r}: {err.strerror}; choose another "
+                             "endpoint") from None
         except BaseException:
             self.close()
             raise
         self.endpoint = self.where = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._heard = time.monotonic()  # when the last message came
 
     def _receive(self) -> list[LiveTrial] | None:
-        if not self.socket.poll(None if self.timeout_s is None else self.timeout_s * 1000):
-            return None
+        # Short polls, so that `stop` is seen; the quiet time is counted across them.
+        if not self.socket.poll(POLL_S * 1000):
+            quiet = time.monotonic() - self._heard
+            return None if self.timeout_s is not None and quiet > self.timeout_s else []
+        self._heard = time.monotonic()
         try:
             return self._dispatch(wire.recv(self.socket))
         except (ValueError, KeyError, TypeError) as err:  # includes wire.ProtocolError

@@ -22,6 +22,7 @@ of a stored session's mask, counted in the run's ``masked_voxels``.
 from __future__ import annotations
 
 import queue
+import signal
 import sys
 import threading
 import time
@@ -36,13 +37,12 @@ from threadpoolctl import threadpool_limits
 from encoders.client import EncoderClient, EncoderError
 from replay.trials import RunningVoxelMask
 
-from .model import layer_names
 from .modes import build_learner
-from .pretrain import load_checkpoint
-from .results import RunWriter, completed_config, open_results, provenance
-from .run import digest, encoder_service, final_scores, newest_r, open_encoder
+from .results import RunWriter, completed_config, open_results
+from .run import (check_runs, digest, encoder_service, final_scores, newest_r, open_encoder,
+                  run_attrs, scored_layers)
 from .scenario import RunSpec, Scenario, ScenarioError
-from .trial_loop import TrialLoop, row_dtype
+from .trial_loop import TrialLoop
 
 ROLLING_TRIALS = 20  # trials in the view's rolling prequential score
 
@@ -80,31 +80,40 @@ def live_spec(scenario: Scenario, variant: str | None, options: LiveOptions) -> 
     if cfg["order"] != "recorded":
         raise ScenarioError(f"variant {variant!r} has order {cfg['order']!r}, but a live run takes "
                             "the sounds in the order they are played: use order = \"recorded\"")
-    if cfg["model"]["checkpoint"] == "":
-        raise ScenarioError(f"{scenario.path}: model.checkpoint is not set (set it in the file or "
-                            "with --set model.checkpoint=DIR)")
     seed = cfg["seeds"][0] if options.seed is None else options.seed
     return RunSpec(variant, options.subject, int(seed), cfg)
 
 
 class _Reader:
     """The source's trials, taken off it in a thread as they come: (trial, arrival time, trials
-    still waiting behind it)."""
+    still waiting behind it). The thread owns the source: it alone reads it and closes it."""
 
     def __init__(self, source):
         self.source = source
         self.queue: queue.Queue = queue.Queue()
+        self.put = self.taken = 0
         self.thread = threading.Thread(target=self._read, name="live-reader", daemon=True)
         self.thread.start()
 
     def _read(self):
         try:
             for trial in self.source:
+                self.put += 1  # before the trial is in the queue: `waiting` is never negative
                 self.queue.put((trial, time.monotonic()))
         except BaseException as err:  # raised again in the run's thread
             self.queue.put(err)
         else:
             self.queue.put(None)
+        finally:
+            self.source.close()
+
+    def stop(self) -> None:
+        """Ask the source to end (from any thread): what it holds still comes through."""
+        self.source.stop()
+
+    def join(self, timeout_s: float = 5.0) -> None:
+        self.stop()
+        self.thread.join(timeout_s)
 
     def __iter__(self):
         while True:
@@ -113,7 +122,8 @@ class _Reader:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item[0], item[1], self.queue.qsize()
+            self.taken += 1
+            yield item[0], item[1], self.put - self.taken
 
 
 class LiveView:
@@ -133,8 +143,9 @@ class LiveView:
         known = np.isfinite(period) and period > 0  # the first trial has no period yet
         share = f"{used / period:.0%}" if known else ""
         over = "  OVER BUDGET" if known and used > period else ""
+        rolling = "n/a" if s["rolling_r"] is None else f"{s['rolling_r']:.3f}"  # no score yet
         lines = [f"live: trial {s['trial']}  sound {s['stimulus']} {s['name']!r} (repeat "
-                 f"{s['repeat']})  loss {s['loss']:.3f}  r({ROLLING_TRIALS}) {s['rolling_r']:.3f}"
+                 f"{s['repeat']})  loss {s['loss']:.3f}  r({ROLLING_TRIALS}) {rolling}"
                  f"  backlog {s['backlog']}  skipped updates {s['skipped']}"
                  + ("  [update skipped]" if s["skipped_now"] else ""),
                  "      budget: " + "  ".join(f"{k} {v:.2f} s" for k, v in budget.items())
@@ -147,131 +158,207 @@ class LiveView:
         self._drawn = True
 
 
+@dataclass
+class LivePlan:
+    """A live run checked and ready: its spec and its results store (`prepare_live`)."""
+
+    spec: RunSpec
+    root: object
+    results: str
+
+
+def prepare_live(scenario: Scenario, results: str, variant: str | None = None,
+                 options: LiveOptions = LiveOptions(), stimuli: str = "") -> LivePlan:
+    """Everything that can fail before the acquisition is listened to: the variant, its devices
+    and checkpoint, and the results store (a run of the same name, finished or not, is kept
+    unless ``options.force``: a live session cannot be replayed). ``stimuli``: the store of the
+    sounds, recorded with the run."""
+    spec = live_spec(scenario, variant, options)
+    check_runs(scenario, [spec])
+    if stimuli:
+        spec.config["data"]["store"] = str(stimuli)  # where the sounds came from, with the run
+    root = open_results(results, scenario.raw)
+    if f"runs/{spec.run_id}" in root and not options.force:
+        state = "a finished" if completed_config(root, spec.run_id) is not None else \
+            "an unfinished"
+        raise ScenarioError(f"{results} already holds {state} run {spec.run_id}; it is kept: "
+                            "name this session with --subject, or pass --force to replace it")
+    return LivePlan(spec, root, str(results))
+
+
 def run_live(scenario: Scenario, source, results: str, variant: str | None = None,
              options: LiveOptions = LiveOptions(), encoder: str | None = None,
              view: LiveView | None = None, log=print) -> dict:
-    """Run ``variant`` of ``scenario`` on the trials of a live ``source`` until its stream ends;
-    return what the run saw (trials, skipped updates, the source's report, the best score).
+    """Run ``variant`` of ``scenario`` on the trials of a live ``source`` until its stream ends
+    (or Ctrl-C); return what the run saw (trials, skipped updates, the source's report, the best
+    score). `prepare_live` then `run_prepared`.
 
-    ``source`` yields `replay.trials.Trial` objects (``ZmqSource``: its sounds at the model's
-    sample rate, cut with the scenario's ``data.tail_s``) and has ``stimuli`` and ``report()``.
-    ``encoder`` is the endpoint of a running encoder service; by default one is started.
+    ``source`` is a `replay.live.LiveSource` (its sounds at the model's sample rate, cut with the
+    scenario's ``data.tail_s``); the run takes it over and closes it. ``encoder`` is the endpoint
+    of a running encoder service; by default one is started.
     """
-    spec = live_spec(scenario, variant, options)
-    cfg = spec.config
+    plan = prepare_live(scenario, results, variant, options,
+                        getattr(source.stimuli, "name", ""))
+    return run_prepared(plan, source, options, encoder, view, log)
+
+
+def run_prepared(plan: LivePlan, source, options: LiveOptions = LiveOptions(),
+                 encoder: str | None = None, view: LiveView | None = None, log=print) -> dict:
+    """`run_live` after `prepare_live`: the source may be opened in between (after the checks)."""
+    cfg = plan.spec.config
     for name, want, got in (("model.sample_rate", cfg["model"]["sample_rate"], source.sample_rate),
                             ("data.tail_s", cfg["data"]["tail_s"], source.tail_s)):
         if want != got:
+            source.close()
             raise ScenarioError(f"the live source was opened with {name} {got!r}, but variant "
-                                f"{spec.variant!r} has {want!r}")
-    root = open_results(results, scenario.raw)
-    done = completed_config(root, spec.run_id)
-    if done is not None and not options.force:
-        raise ScenarioError(f"{results} already holds run {spec.run_id}; pass --force to replace "
-                            "it, or name this session with --subject")
-    load_checkpoint(cfg["model"]["checkpoint"])  # a bad checkpoint fails before we listen
+                                f"{plan.spec.variant!r} has {want!r}")
     threads = cfg["model"]["threads"]
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with threadpool_limits(limits=threads, user_api="blas"), \
                 encoder_service(encoder, None, log, "live") as (endpoint, service):
-            return _run(spec, source, root, results, endpoint, service, options, view or LiveView(),
-                        log)
+            return _Session(plan, source, endpoint, service, options, view or LiveView(),
+                            log).run()
     finally:
         torch.set_num_threads(previous)
+        source.close()  # the reader closed it already, unless it never started
 
 
-def _run(spec: RunSpec, source, root, results: str, endpoint: str, service, options: LiveOptions,
-         view: LiveView, log) -> dict:
-    cfg = spec.config
-    learner = build_learner(cfg, spec.seed, source.stimuli, log)
-    all_layers = layer_names(learner.model)
-    layers = all_layers if cfg["encoder"]["layers"] == ["all"] else cfg["encoder"]["layers"]
-    unknown = sorted(set(layers) - set(all_layers))
-    if unknown:
-        raise ScenarioError(f"encoder.layers names {unknown}; the model has {all_layers}")
-    client = EncoderClient(endpoint)
-    session_key = f"{spec.run_id}@{digest(results)}@live"
-    rolling = Rolling(Mean, window_size=ROLLING_TRIALS)
-    loop = writer = None
-    n_trials = skipped = written_r = 0
-    previous_arrival = float("nan")
-    interrupted = False
-    log(f"live: {spec.run_id} waiting for trials (updates skipped beyond a backlog of "
-        f"{options.max_backlog})")
-    try:
-        for trial, arrived, waiting in _Reader(source):
-            if loop is None:  # the first trial tells the number of voxels
-                n_voxels = trial.frames.shape[1]
-                open_encoder(client, session_key, layers, n_voxels, 0, cfg["encoder"])
-                loop = TrialLoop(learner, client, session_key, layers)
-                writer = RunWriter(root, spec.run_id, _attrs(spec, layers, all_layers, source))
-                masker = RunningVoxelMask(n_voxels)
-            trial = replace(trial, frames=masker.apply(trial.frames))
-            learn = waiting <= options.max_backlog
-            step = loop.step(trial, learn=learn)
-            skipped += step.record.skipped_update
+class _Session:
+    """One live run's loop: trials in, records and scores out, and its end however it comes."""
+
+    def __init__(self, plan: LivePlan, source, endpoint: str, service, options: LiveOptions,
+                 view: LiveView, log):
+        self.plan, self.source, self.service = plan, source, service
+        self.options, self.view, self.log = options, view, log
+        self.client = EncoderClient(endpoint)
+        self.session = f"{plan.spec.run_id}@{digest(plan.results)}@live"
+        self.loop = self.writer = self.masker = None
+        self.skipped = self.written_r = 0
+        self.interrupted = False
+
+    def run(self) -> dict:
+        spec = self.plan.spec
+        learner = build_learner(spec.config, spec.seed, self.source.stimuli, self.log)
+        self.layers, self.all_layers = scored_layers(spec.config, learner.model)
+        reader = _Reader(self.source)
+        previous = self._on_interrupt(reader)
+        self.log(f"live: {spec.run_id} waiting for trials (updates skipped beyond a backlog of "
+                 f"{self.options.max_backlog}; Ctrl-C ends the session)")
+        failure = None
+        try:
+            self._trials(reader, learner)
+        except Exception as err:  # scored and written what it can below, then raised again
+            failure = err
+        finally:
+            reader.join()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        try:
+            return self._finish(failure)
+        finally:
+            self.client.close()
+
+    def _on_interrupt(self, reader: _Reader):
+        """Ctrl-C ends the session between trials: the source releases what it holds, and every
+        trial that arrived is still scored and written; a second Ctrl-C stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def interrupt(signum, frame):
+            signal.signal(signal.SIGINT, previous)
+            self.interrupted = True
+            reader.stop()
+            self.log("live: ending the session; scoring what arrived (Ctrl-C again to quit now)")
+
+        signal.signal(signal.SIGINT, interrupt)
+        return previous
+
+    def _trials(self, reader: _Reader, learner) -> None:
+        rolling = Rolling(Mean, window_size=ROLLING_TRIALS)
+        previous_arrival = float("nan")
+        for trial, arrived, waiting in reader:
+            if self.loop is None:  # the first trial tells the number of voxels
+                self._open(learner, trial.frames.shape[1])
+            trial = replace(trial, frames=self.masker.apply(trial.frames))
+            step = self.loop.step(trial, learn=waiting <= self.options.max_backlog)
+            self.skipped += step.record.skipped_update
             t0 = time.perf_counter()
-            for name, values in loop.rows.items():
-                writer.append(name, values[-1], row_dtype(name))
-            written_r = _append_scores(writer, loop, written_r)
+            self.writer.append_trial(self.loop.last_trial())
+            self._append_scores()
             write_s = time.perf_counter() - t0
-            writer.append("time_write", write_s, np.float64)
-            n_trials += 1
+            self.writer.append("time_write", write_s)
             r = newest_r(step.replies)
             if np.isfinite(r):
                 rolling.update(r)
-            view.update({"trial": trial.index, "stimulus": trial.stimulus, "name": trial.name,
-                         "repeat": trial.repeat, "loss": step.record.loss,
-                         "rolling_r": rolling.get(), "backlog": waiting, "skipped": skipped,
-                         "skipped_now": step.record.skipped_update,
-                         "times": {"step": step.times["learn"],
-                                   "features": step.times["features"],
-                                   "encoder": step.times["encoder"], "write": write_s},
-                         "period_s": arrived - previous_arrival})
+            self.view.update({
+                "trial": trial.index, "stimulus": trial.stimulus, "name": trial.name,
+                "repeat": trial.repeat, "loss": step.record.loss,
+                "rolling_r": rolling.get() if rolling.window else None, "backlog": waiting,
+                "skipped": self.skipped, "skipped_now": step.record.skipped_update,
+                "times": {"step": step.times["learn"], "features": step.times["features"],
+                          "encoder": step.times["encoder"], "write": write_s},
+                "period_s": arrived - previous_arrival})
             previous_arrival = arrived
-            if service is not None and service.poll() is not None:
-                raise EncoderError(f"the encoder service stopped (exit code {service.returncode})")
-    except KeyboardInterrupt:
-        interrupted = True  # what arrived is scored and written below; nothing is lost
-        log("live: interrupted; writing the trials so far")
-    if loop is None:
-        client.close()
-        raise ScenarioError("the live source ended before any trial: nothing was written "
-                            f"(source report: {dict(source.report())})")
-    _, final = loop.finish()  # the records are in the store already
-    client.close()
-    _append_scores(writer, loop, written_r)
-    report = dict(source.report())
-    writer.finish(final_scores(final, masker.mask),
-                  {"n_events": n_trials, "dropped_frames": int(final["dropped_frames"]),
-                   "masked_voxels": int(masker.mask.sum()),
-                   "skipped_updates": skipped, "live": {**report, "interrupted": interrupted}})
-    best = float(np.nanmax(np.nanmean(final["r"], axis=1)))
-    log(f"live: {spec.run_id}: {n_trials} trial(s), {skipped} update(s) skipped, best-layer "
-        f"score {best:.3f}; frames {report.get('frames', 0)} received, {report.get('missing', 0)} "
-        f"missing, {report.get('duplicates', 0)} duplicated, {report.get('late', 0)} late, "
-        f"{report.get('bad_messages', 0)} bad message(s); {int(masker.mask.sum())} voxel(s) "
-        f"masked, {int(final['dropped_frames'])} frame(s) dropped; written to {results}")
-    return {"run_id": spec.run_id, "trials": n_trials, "skipped_updates": skipped,
-            "best_score": best, "report": report, "interrupted": interrupted}
+            if self.service is not None and self.service.poll() is not None:
+                raise EncoderError(f"the encoder service stopped (exit code "
+                                   f"{self.service.returncode})")
+
+    def _open(self, learner, n_voxels: int) -> None:
+        spec = self.plan.spec
+        open_encoder(self.client, self.session, self.layers, n_voxels, 0, spec.config["encoder"])
+        self.loop = TrialLoop(learner, self.client, self.session, self.layers)
+        where = getattr(self.source, "where", "") or type(self.source).__name__
+        self.writer = RunWriter(self.plan.root, spec.run_id, run_attrs(
+            spec, self.layers, self.all_layers, f"live:{where}", 0))
+        self.masker = RunningVoxelMask(n_voxels)
+
+    def _append_scores(self) -> None:
+        """Append the trial scores the encoder has returned, in trial order."""
+        while self.written_r in self.loop.trial_r:
+            self.writer.append("trial_r", self.loop.trial_r[self.written_r])
+            self.written_r += 1
+
+    def _finish(self, failure: Exception | None) -> dict:
+        """Fetch the scores and mark the run complete; after a failure, as far as it goes (the
+        encoder may be gone), then raise the failure again."""
+        spec, report = self.plan.spec, dict(self.source.report())
+        if self.loop is None:
+            if failure is not None:
+                raise failure
+            if self.interrupted:
+                raise KeyboardInterrupt
+            raise ScenarioError(f"the live source ended before any trial: nothing was written "
+                                f"(source report: {report})")
+        try:
+            final = self.loop.finish()[1]  # the records are in the store already
+        except Exception:
+            if failure is not None:  # the run stays unfinished (its records kept), as it was
+                raise failure
+            raise
+        self._append_scores()
+        n_trials = len(self.loop.rows["event"])
+        masked = self.masker.mask
+        live = {**report, "interrupted": self.interrupted}
+        if failure is not None:
+            live["error"] = f"{type(failure).__name__}: {failure}"
+        self.writer.finish(final_scores(final, masked), {
+            "n_events": n_trials, "dropped_frames": int(final["dropped_frames"]),
+            "masked_voxels": int(masked.sum()), "skipped_updates": self.skipped, "live": live})
+        if failure is not None:
+            self.log(f"live: the session failed after {n_trials} trial(s); they are scored and "
+                     f"written to {self.plan.results}")
+            raise failure
+        best = float(np.nanmax(np.nanmean(final["r"], axis=1)))
+        self.log(f"live: {spec.run_id}: {n_trials} trial(s), {self.skipped} update(s) skipped, "
+                 f"best-layer score {best:.3f}; frames {report.get('frames', 0)} received, "
+                 f"{report.get('missing', 0)} missing, {report.get('duplicates', 0)} duplicated, "
+                 f"{report.get('late', 0)} late, {report.get('bad_messages', 0)} bad message(s); "
+                 f"{int(masked.sum())} voxel(s) masked, {int(final['dropped_frames'])} frame(s) "
+                 f"dropped; written to {self.plan.results}")
+        return {"run_id": spec.run_id, "trials": n_trials, "skipped_updates": self.skipped,
+                "best_score": best, "report": report, "interrupted": self.interrupted}
 
 
-def _append_scores(writer: RunWriter, loop: TrialLoop, written: int) -> int:
-    """Append the trial scores the encoder has returned, in trial order; return how many are
-    written."""
-    while written in loop.trial_r:
-        writer.append("trial_r", loop.trial_r[written], np.float64)
-        written += 1
-    return written
-
-
-def _attrs(spec: RunSpec, layers, all_layers, source) -> dict:
-    cfg = spec.config
-    return {"run_id": spec.run_id, "variant": spec.variant, "subject": spec.subject,
-            "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
-            "layers": list(layers), "delta_w_layers": list(all_layers),
-            "store": f"live:{getattr(source, 'where', '') or type(source).__name__}",
-            "stimuli": getattr(source.stimuli, "name", ""), "n_events": 0,
-            "provenance": provenance(), "masked_voxels": 0, "dropped_frames": 0}

@@ -45,6 +45,15 @@ DIMS = {"r": ("layer", "voxel"), "r2": ("layer", "voxel"), "alpha": ("layer", "v
         "delta_w": ("trial", "layer"), "trial_r": ("trial", "layer")}
 
 
+INT_FIELDS = ("event", "stimulus", "repeat", "skipped_steps", "skipped_update")
+
+
+def row_dtype(name: str):
+    """The dtype the store keeps a per-trial record of ``trials/<name>`` in."""
+    return np.int64 if name in INT_FIELDS else np.float32 if name.startswith("pooled/") \
+        else np.float64
+
+
 class ResultsError(ValueError):
     """A results store that cannot be used as asked."""
 
@@ -124,9 +133,14 @@ class RunWriter:
                                       dimension_names=_dims(name, value.ndim))
         arr[...] = value
 
-    def append(self, name: str, row, dtype) -> None:
+    def append_trial(self, record: dict) -> None:
+        """Add one trial's ``{field: value}`` to the ``trials/`` arrays."""
+        for name, value in record.items():
+            self.append(name, value)
+
+    def append(self, name: str, row) -> None:
         """Add one trial's ``row`` (a scalar or a 1-D array) to ``trials/<name>``."""
-        row = np.asarray(row, dtype=dtype)[None]
+        row = np.asarray(row, dtype=row_dtype(name))[None]
         arr = self._appended.get(name)
         if arr is None:
             arr = self.group.create_array(

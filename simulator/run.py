@@ -81,11 +81,7 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: Ru
     parent = os.getppid()
     recording = open_recording(store, validate=False)  # the parent validated it
     learner = build_learner(cfg, spec.seed, recording)
-    all_layers = layer_names(learner.model)
-    layers = all_layers if cfg["encoder"]["layers"] == ["all"] else cfg["encoder"]["layers"]
-    unknown = sorted(set(layers) - set(all_layers))
-    if unknown:
-        raise ScenarioError(f"encoder.layers names {unknown}; the model has {all_layers}")
+    layers, _ = scored_layers(cfg, learner.model)
     session = cfg["data"]["session"]
     n_events = len(recording.events(spec.subject, session))
     n_voxels = recording.responses(spec.subject, session).shape[1]
@@ -123,12 +119,20 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: Ru
             saver.save(*loop.state(), cfg)
     rows, final = loop.finish()
     client.close()
-    attrs = {"run_id": spec.run_id, "variant": spec.variant, "subject": spec.subject,
-             "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
-             "layers": layers, "delta_w_layers": loop.all_layers, "store": str(store),
-             "n_events": n_events, "provenance": provenance(),
-             "masked_voxels": int(masked.sum()), "dropped_frames": int(final["dropped_frames"])}
+    attrs = run_attrs(spec, layers, loop.all_layers, str(store), n_events, int(masked.sum()),
+                      int(final["dropped_frames"]))
     return RunResult(spec.run_id, attrs, rows, final_scores(final, masked))
+
+
+def run_attrs(spec: RunSpec, layers, all_layers, store: str, n_events: int,
+              masked_voxels: int = 0, dropped_frames: int = 0) -> dict:
+    """The attributes a results store keeps with a run (simulator.results)."""
+    cfg = spec.config
+    return {"run_id": spec.run_id, "variant": spec.variant, "subject": spec.subject,
+            "seed": spec.seed, "mode": cfg["mode"], "order": cfg["order"], "config": cfg,
+            "layers": list(layers), "delta_w_layers": list(all_layers), "store": store,
+            "n_events": n_events, "provenance": provenance(), "masked_voxels": masked_voxels,
+            "dropped_frames": dropped_frames}
 
 
 def open_encoder(client: EncoderClient, session_key: str, layers, n_voxels: int, n_units: int,
@@ -252,18 +256,8 @@ def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
     recording = open_recording(store)  # validates the store, once
     for cfg in scenario.variants.values():
         cfg["data"]["store"] = str(store)  # the store actually replayed, stored with each run
-        for section in ("model", "encoder"):
-            device = cfg[section]["device"]
-            if device.startswith("cuda") and not torch.cuda.is_available():
-                raise ScenarioError(f"{scenario.path}: {section}.device is {device!r} but torch "
-                                    "sees no CUDA device; use 'cpu'")
     specs = scenario.runs(recording.subjects)
-    checkpoints = {s.config["model"]["checkpoint"] for s in specs}
-    if "" in checkpoints:
-        raise ScenarioError(f"{scenario.path}: model.checkpoint is not set (set it in the file or "
-                            "with --set model.checkpoint=DIR)")
-    for ckpt in checkpoints:  # fail here, once, before anything is written
-        load_checkpoint(ckpt)
+    check_runs(scenario, specs)
     root = open_results(results, scenario.raw)
     # The non-finite policy's mask: one scan per session, for its ceiling and all its runs.
     masks = {}
@@ -301,6 +295,33 @@ def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
     if todo:
         root.require_group("checkpoints")  # a group, so zarr lists the store without warnings
     return todo, trials
+
+
+def check_runs(scenario: Scenario, specs) -> None:
+    """What fails before anything is written or started: devices torch cannot see, and each
+    run's checkpoint, which must be set and must load (each distinct one loaded once)."""
+    for spec in specs:
+        for section in ("model", "encoder"):
+            device = spec.config[section]["device"]
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                raise ScenarioError(f"{scenario.path}: {section}.device is {device!r} but torch "
+                                    "sees no CUDA device; use 'cpu'")
+    checkpoints = {s.config["model"]["checkpoint"] for s in specs}
+    if "" in checkpoints:
+        raise ScenarioError(f"{scenario.path}: model.checkpoint is not set (set it in the file or "
+                            "with --set model.checkpoint=DIR)")
+    for ckpt in checkpoints:
+        load_checkpoint(ckpt)
+
+
+def scored_layers(cfg: dict, model) -> tuple[list[str], list[str]]:
+    """The layers the encoder scores (``encoder.layers``) and all the model's, in order."""
+    all_layers = layer_names(model)
+    layers = all_layers if cfg["encoder"]["layers"] == ["all"] else cfg["encoder"]["layers"]
+    unknown = sorted(set(layers) - set(all_layers))
+    if unknown:
+        raise ScenarioError(f"encoder.layers names {unknown}; the model has {all_layers}")
+    return layers, all_layers
 
 
 def _write_brain_measures(root, recording, store: str, specs, masks, log) -> None:

@@ -17,11 +17,11 @@ from replay.tree import flatten, unflatten
 
 from .learner import Learner, TrialRecord
 from .model import layer_names
+from .results import row_dtype
 
 TRIAL_FIELDS = ("loss", "contrastive", "diversity", "perplexity", "grad_norm", "skipped_steps",
                 "skipped_update")
 TIMERS = ("features", "learn", "encoder", "total")
-INT_FIELDS = ("event", "stimulus", "repeat", "skipped_steps", "skipped_update")
 
 
 def align(features: np.ndarray, n_frames: int) -> np.ndarray:
@@ -39,11 +39,6 @@ def align(features: np.ndarray, n_frames: int) -> np.ndarray:
 def row_arrays(rows: dict) -> dict[str, np.ndarray]:
     """Per-trial records as arrays, in the dtypes the results store keeps."""
     return {k: np.asarray(v, dtype=row_dtype(k)) for k, v in rows.items()}
-
-
-def row_dtype(name: str):
-    return np.int64 if name in INT_FIELDS else np.float32 if name.startswith("pooled/") \
-        else np.float64
 
 
 @dataclass
@@ -107,6 +102,10 @@ class TrialLoop:
         for name in self.layers:  # the sound's mean activation, for representational drift
             self.rows.setdefault(f"pooled/{name}", []).append(features[name].mean(axis=0))
         return Step(record, replies, times)
+
+    def last_trial(self) -> dict:
+        """The newest trial's record: ``{field: value}`` (its score comes later, `trial_r`)."""
+        return {name: values[-1] for name, values in self.rows.items()}
 
     def drain(self) -> list:
         """Wait for every trial in flight; return their replies."""

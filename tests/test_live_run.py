@@ -1,6 +1,7 @@
 """`cortexreplay live` fed by `cortexreplay fake-scanner`: real processes over a real TCP socket,
 the live run's results store against the offline replay of the same session."""
 import io
+import signal
 import socket
 import subprocess
 from dataclasses import replace
@@ -146,6 +147,7 @@ def test_a_learner_that_cannot_keep_up_skips_updates_and_says_so(tmp_path, tiny_
     skipped = run["trials"]["skipped_update"]
     assert run["skipped_updates"] == skipped.sum() > 0 and len(skipped) == run["n_events"]
     assert "[update skipped]" in out and f"{skipped.sum()} update(s) skipped" in out
+    assert skipped[-1] == 0  # nothing waits behind the last trial (the end of the stream is no trial)
     # A skipped update leaves the weights alone: its ||dW|| is 0, the others' are not.
     delta_w = run["trials"]["delta_w"]
     assert (delta_w[skipped == 1] == 0).all() and (delta_w[skipped == 0] > 0).all()
@@ -177,6 +179,11 @@ class _StoredAsLive:
     def report(self):
         return {"frames": sum(len(t.frames) for t in self.trials), "missing": 0, "ended": True}
 
+    def stop(self):  # a live source's interface: nothing to end or release here
+        pass
+
+    close = stop
+
 
 def test_a_voxel_lost_from_the_start_is_masked_once_ten_frames_show_it(tmp_path, tiny_recording,
                                                                        tiny_checkpoint):
@@ -196,3 +203,39 @@ def test_a_voxel_lost_from_the_start_is_masked_once_ten_frames_show_it(tmp_path,
     r = run["scores"]["r"]
     assert np.isnan(r[:, 3]).all() and np.isfinite(np.delete(r, 3, axis=1)).all()
     assert seen["trials"] == len(source.trials) and out.getvalue().count("live: trial") == 12
+
+
+def test_ctrl_c_ends_the_session_and_every_trial_that_arrived_is_scored(tmp_path, tiny_recording,
+                                                                        tiny_checkpoint):
+    scenario, sets = _scenario(tmp_path, tiny_checkpoint)
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    results = tmp_path / "live.zarr"
+    live = subprocess.Popen(_command() + ["live", str(scenario), "--listen", endpoint,
+                                          "--stimuli", str(tiny_recording), "--results",
+                                          str(results), "--subject", "sub-01", *sets],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    scanner = None
+    try:
+        assert "listening" in live.stdout.readline()
+        # Real time times 2: the session would take half a minute; Ctrl-C after 3 trials.
+        scanner = subprocess.Popen(_command() + ["fake-scanner", str(tiny_recording), "--connect",
+                                                 endpoint, "--speed", "2"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seen, lines = 0, []
+        while seen < 3:
+            lines.append(live.stdout.readline())
+            assert lines[-1], "".join(lines)
+            seen += lines[-1].startswith("live: trial ")
+        live.send_signal(signal.SIGINT)
+        out, _ = live.communicate(timeout=120)
+    finally:
+        live.kill()
+        if scanner is not None:
+            scanner.kill()
+    assert live.returncode == 0, out
+    (run,) = read_runs(results)
+    report = run["live"]
+    assert report["interrupted"] and not report["ended"]
+    # Every trial the source released, the one cut short by the stop included, is in the run.
+    assert run["n_events"] == report["trials"] == len(run["trials"]["trial_r"]) >= 3
+    assert report["events"] - report["trials"] <= 1 and "ending the session" in out

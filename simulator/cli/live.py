@@ -5,7 +5,7 @@ from replay.lsl import LslSource, markers_name
 from replay.security import add_server_curve_arguments, server_curve
 from replay.store import open_recording
 
-from ..live import LiveOptions, live_spec, run_live
+from ..live import LiveOptions, live_spec, prepare_live, run_prepared
 from ..scenario import load_scenario
 
 
@@ -49,17 +49,19 @@ def add_parser(sub):
 def main(args):
     scenario = load_scenario(args.scenario, args.sets)
     options = LiveOptions(args.max_backlog, args.subject, args.seed, args.force)
-    spec = live_spec(scenario, args.variant, options)  # checked before any socket is bound
+    spec = live_spec(scenario, args.variant, options)
     cfg = spec.config
     stimuli = args.stimuli or cfg["data"]["store"]
     if not stimuli:
         raise ValueError("no stimuli: pass --stimuli STORE or set data.store in the scenario")
+    if args.lsl is not None and args.curve_secret is not None:
+        raise ValueError("--curve-secret is for --listen; LSL has no keys (keep it on a trusted "
+                         "network, docs/protocol.md)")
     recording = open_recording(stimuli)
+    # Every check (variant, devices, checkpoint, results store) before the acquisition is heard.
+    plan = prepare_live(scenario, args.results, spec.variant, options, stimuli)
     rate, tail_s = cfg["model"]["sample_rate"], cfg["data"]["tail_s"]
     if args.lsl is not None:
-        if args.curve_secret is not None:
-            raise ValueError("--curve-secret is for --listen; LSL has no keys (keep it on a "
-                             "trusted network, docs/protocol.md)")
         print(f"live: looking for the LSL streams {args.lsl!r} and "
               f"{args.lsl_markers or markers_name(args.lsl)!r}", flush=True)
         source = LslSource(recording, args.lsl, args.lsl_markers, rate, tail_s, args.timeout,
@@ -69,7 +71,4 @@ def main(args):
         source = ZmqSource(args.listen, recording, rate, tail_s, args.timeout,
                            curve=server_curve(args))
         print(f"live: listening for the acquisition on {source.endpoint}", flush=True)
-    try:
-        run_live(scenario, source, args.results, spec.variant, options, encoder=args.encoder)
-    finally:
-        source.close()
+    run_prepared(plan, source, options, encoder=args.encoder)  # it closes the source
