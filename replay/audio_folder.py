@@ -48,7 +48,7 @@ def read_audio_folder(folder, sample_rate: int | None = None):
     ``(waves, rate, names, categories)`` for `replay.store.RecordingWriter.write_stimuli`."""
     folder = Path(folder)
     files = audio_files(folder)
-    rate = sample_rate or read_audio(files[0])[1]
+    rate = read_audio(files[0])[1] if sample_rate is None else sample_rate
     waves = [read_audio(path, rate)[0] for path in files]
     names = [str(p.relative_to(folder).with_suffix("")) for p in files]
     categories = [p.parent.name if p.parent != folder else "unknown" for p in files]

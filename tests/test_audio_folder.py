@@ -38,9 +38,14 @@ def test_stimuli_command_writes_a_store_and_prints_each_index(folder, tmp_path, 
 def test_bad_folders_get_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "x.wav").write_bytes(b"not a wav file")
-    for folder, message in ((tmp_path / "missing", "is not a folder of sound files"),
-                            (tmp_path / "empty", "cannot read")):
-        assert main(["stimuli", str(folder), "--out", str(tmp_path / "s.zarr")]) == 2
+    (tmp_path / "short").mkdir()
+    soundfile.write(tmp_path / "short" / "click.wav", np.ones(100), 16000)
+    for folder, message, extra in (
+            (tmp_path / "missing", "is not a folder of sound files", []),
+            (tmp_path / "empty", "cannot read", []),
+            (tmp_path / "short", "1 sound(s) shorter than 25 ms", []),
+            (tmp_path / "short", "--sample-rate must be a positive number of Hz", ["--sample-rate", "0"])):
+        assert main(["stimuli", str(folder), "--out", str(tmp_path / "s.zarr"), *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s.zarr").exists()

@@ -44,7 +44,12 @@ def main(args):
     else:
         push = zmq.Context.instance().socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 5000)  # what is queued still goes out after the last send
-        push.connect(args.connect)
+        try:
+            push.connect(args.connect)
+        except zmq.ZMQError as err:
+            push.close()
+            raise ValueError(f"cannot connect to {args.connect!r}: {err.strerror}; give an "
+                             "endpoint like tcp://127.0.0.1:5600") from None
         try:
             sent = stream_session(push, recording, subject, args.session, speed, faults)
         finally:

@@ -21,8 +21,17 @@ def add_parser(sub):
     p.set_defaults(func=main)
 
 
+MIN_SECONDS = 0.025  # wav2vec 2.0's first convolution takes 400 samples at 16 kHz
+
+
 def main(args):
+    if args.sample_rate is not None and args.sample_rate < 1:
+        raise ValueError(f"--sample-rate must be a positive number of Hz, got {args.sample_rate}")
     waves, rate, names, categories = read_audio_folder(args.folder, args.sample_rate)
+    short = [name for name, wave in zip(names, waves) if len(wave) < MIN_SECONDS * rate]
+    if short:
+        raise ValueError(f"{len(short)} sound(s) shorter than {MIN_SECONDS * 1000:g} ms, too short "
+                         f"for the network (first: {short[0]!r}); remove or lengthen them")
     with RecordingWriter(args.out, modality=args.modality, overwrite=args.force) as writer:
         writer.write_stimuli(waves, sample_rate=rate, names=names, categories=categories)
     table = csv.writer(sys.stdout, lineterminator="\n")
