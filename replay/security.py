@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import zmq
 import zmq.auth
 import zmq.utils.z85
+from zmq.auth.base import Authenticator
 from zmq.auth.thread import ThreadAuthenticator
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -172,22 +173,34 @@ class ClientCurve:
 
 
 class _Authenticator(ThreadAuthenticator):
-    """pyzmq's ZAP thread, whose ``stop`` also works while its context is being terminated."""
+    """pyzmq's ZAP thread, whose ``stop`` never blocks, even while its context is terminated."""
+
+    STOP_WAIT_S = 2.0
 
     def stop(self) -> None:
-        try:
-            super().stop()
-        except zmq.ZMQError:
-            # ETERM: someone terminates the context, so the TERMINATE message cannot be sent, and
-            # pyzmq's asyncio poll in the thread never wakes. Close all three sockets, so that
-            # zmq_ctx_term can return; the parked daemon thread then holds no socket.
-            thread = self.thread
-            for sock in (self.pipe, self.zap_socket, getattr(thread, "pipe", None)):
+        thread = self.thread
+        if self.pipe is not None:
+            try:
+                self.pipe.send(b"TERMINATE", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # ETERM: someone terminates the context; the message cannot go
+        if thread is not None:
+            thread.join(self.STOP_WAIT_S)
+        if thread is not None and thread.is_alive():
+            # pyzmq's asyncio poll in the thread never wakes once the context is terminated (nor
+            # may a TERMINATE reach it): close all three sockets here, so that zmq_ctx_term can
+            # return; the parked daemon thread then holds no socket.
+            for sock in (self.pipe, self.zap_socket, thread.pipe):
                 if sock is not None:
                     sock.close(linger=0)
-            if thread is not None:
-                thread.pipe = None
+            thread.pipe = None
             self.thread = self.pipe = self.zap_socket = None
+            return
+        self.thread = None
+        if self.pipe is not None:
+            self.pipe.close()
+            self.pipe = None
+        Authenticator.stop(self)  # closes the ZAP socket
 
 
 def _require_curve() -> None:
