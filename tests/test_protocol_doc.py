@@ -347,24 +347,18 @@ def test_the_documents_acquisition_stream_gives_a_zmq_source_its_trial(tmp_path)
 
 def test_the_documents_python_bridge_makes_the_trial_it_describes(tmp_path):
     """The 'A bridge in Python' example, run as written against a ZmqSource."""
-    from replay.live import ZmqSource
     from replay.store import RecordingWriter, open_recording
+
+    from test_live import _receive  # a ZmqSource fed by a sender in a thread (tail 3 s)
 
     (code,) = re.findall(r"### A bridge in Python.*?```python\n(.*?)```", TEXT, flags=re.DOTALL)
     with RecordingWriter(tmp_path / "rec.zarr") as w:
         w.write_stimuli([np.ones(16000, np.float32)] * 8, sample_rate=16000)
-    source = ZmqSource("tcp://127.0.0.1:*", open_recording(tmp_path / "rec.zarr"), tail_s=3.0,
-                       timeout_s=10)
-    bridge = threading.Thread(target=exec, args=(code, {"ENDPOINT": source.endpoint}))
-    bridge.start()
-    try:
-        trials = list(source)
-    finally:
-        bridge.join(10)
-        source.close()
-    assert source.report()["bad_messages"] == 0 and source.report()["ended"]
+    trials, report = _receive(open_recording(tmp_path / "rec.zarr"), "tcp://127.0.0.1:*",
+                              lambda endpoint, context: exec(code, {"ENDPOINT": endpoint}))
+    assert report["bad_messages"] == 0 and report["ended"]
     (trial,) = trials
     # The event's 2 s of sound and 3 s of tail: frames 2-6 of the 10 sent, none missing.
-    assert trial.stimulus == 5 and trial.frames.shape == (5, 300) and source.report()["missing"] == 0
+    assert trial.stimulus == 5 and trial.frames.shape == (5, 300) and report["missing"] == 0
     expected = np.random.default_rng(2).standard_normal((1, 300)).astype(np.float32)
     np.testing.assert_array_equal(trial.frames[0], expected[0])
