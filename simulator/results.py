@@ -18,7 +18,9 @@ results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read)
                                    session, n_sounds, n_repeats (encoders.ceiling)
   brain_drift/<subject> (n_stimuli,) 1 − corr of the brain's patterns between a sound's first two
                                    presentations (simulator.alignment)
+  voxels/<subject>     (n_voxels, 3) the voxels' coordinates, copied from the recording (for maps)
 ```
+Every array has Zarr v3 ``dimension_names``, so xarray opens each group with named dimensions.
 A run is written by one process alone (the parent of a replay's workers, or a live run as its trials
 complete), and marked ``complete`` last.
 """
@@ -156,6 +158,8 @@ class RunWriter:
 
 
 def _dims(name: str, ndim: int) -> tuple:
+    if name.startswith("pooled/"):  # layers differ in width: one feature dimension per layer
+        return ("trial", f"{name.split('/', 1)[1]}_feature")[:ndim]
     return DIMS.get(name, ("trial",) + tuple(f"dim_{i}" for i in range(1, ndim)))[:ndim]
 
 
@@ -204,6 +208,12 @@ def write_brain_drift(root, subject: str, drift: np.ndarray, attrs: dict) -> Non
     _write_subject_array(root, f"brain_drift/{subject}", drift, ("stimulus",), attrs)
 
 
+def write_voxel_coords(root, subject: str, coords: np.ndarray) -> None:
+    """The voxels' coordinates of one subject (``voxels/<subject>``), for voxel maps."""
+    _write_subject_array(root, f"voxels/{subject}", np.asarray(coords, dtype=np.float32),
+                         ("voxel", "axis"), {})
+
+
 def _write_subject_array(root, key: str, values: np.ndarray, dims, attrs: dict) -> None:
     arr = root.create_array(key, shape=values.shape, dtype=values.dtype, dimension_names=dims,
                             overwrite=True)
@@ -212,7 +222,7 @@ def _write_subject_array(root, key: str, values: np.ndarray, dims, attrs: dict) 
 
 
 def read_subject_arrays(path: str | Path, group: str) -> dict[str, np.ndarray]:
-    """``{subject: array}`` of ``ceilings`` or ``brain_drift`` (empty if none was computed)."""
+    """``{subject: array}`` of ``ceilings``, ``brain_drift`` or ``voxels`` (empty if none)."""
     root = zarr.open_group(str(path), mode="r")
     if group not in root:
         return {}

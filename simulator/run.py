@@ -36,7 +36,7 @@ from .model import layer_names
 from .pretrain import load_checkpoint
 from .alignment import pattern_drift
 from .results import (RunResult, completed_config, open_results, provenance, write_brain_drift,
-                      write_ceiling, write_run)
+                      write_ceiling, write_run, write_voxel_coords)
 from .run_checkpoint import RunCheckpoint
 from .trial_loop import TrialLoop, rows_of
 from .scenario import RunSpec, Scenario, ScenarioError
@@ -330,9 +330,11 @@ def _write_brain_measures(root, recording, store: str, specs, masks, log) -> Non
     for spec in specs:
         session, tail_s = spec.config["data"]["session"], spec.config["data"]["tail_s"]
         key = f"ceilings/{spec.subject}"
-        if key in root and {k: root[key].attrs.get(k) for k in ("store", "session", "tail_s")} == {
+        if key in root and f"voxels/{spec.subject}" in root and {
+                k: root[key].attrs.get(k) for k in ("store", "session", "tail_s")} == {
                 "store": store, "session": session, "tail_s": tail_s}:
             continue
+        write_voxel_coords(root, spec.subject, recording.voxel_coords(spec.subject))
         repeated = repeated_responses(recording, spec.subject, session, tail_s,
                                       masked_voxels=masks[spec.subject, session])
         if repeated is None:
