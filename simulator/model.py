@@ -111,6 +111,49 @@ def layer_modules(model: Wav2Vec2ForPreTraining) -> dict[str, torch.nn.Module]:
     return modules
 
 
+# Parameters of the self-supervised loss, not of any feature space: they learn whenever any layer
+# does, so the targets and projections can follow the layers that change.
+LOSS_HEADS = ("quantizer", "project_q", "project_hid")
+
+
+def freeze_except(model: Wav2Vec2ForPreTraining, layers) -> list[bool]:
+    """Let only ``layers`` (names of `layer_names`, or ``["all"]``) and the loss's heads learn;
+    return, for each of ``model.parameters()``, whether it still learns. Parameters between the
+    named layers (feature projection, positional convolution, final norm, mask embedding) learn
+    only with ``["all"]``.
+
+    >>> model = build_model("tiny")
+    >>> learns = freeze_except(model, ["layer_4"])
+    >>> sum(learns) < len(learns), all(p.requires_grad for p in model.wav2vec2.encoder.layers[3].parameters())
+    (True, True)
+    """
+    if list(layers) == ["all"]:
+        return [p.requires_grad for p in model.parameters()]
+    modules = layer_modules(model)
+    unknown = sorted(set(layers) - set(modules))
+    if unknown:
+        raise ModelError(f"model.trainable_layers names {unknown}; the model has {list(modules)}")
+    learning = {id(p) for name in layers for p in modules[name].parameters()}
+    learning |= {id(p) for head in LOSS_HEADS for p in getattr(model, head).parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in learning)
+    return [id(p) in learning for p in model.parameters()]
+
+
+def subset_optimizer_state(state: dict | None, kept: list[bool]) -> dict | None:
+    """An AdamW ``state_dict`` over all of a model's parameters, cut down to the ``kept`` ones
+    (``freeze_except``'s answer), so a checkpoint's optimizer state resumes a partial update."""
+    if state is None or all(kept):
+        return state
+    if len(state["param_groups"]) != 1 or len(state["param_groups"][0]["params"]) != len(kept):
+        raise ModelError("the checkpoint's optimizer state does not match its model's parameters")
+    old = state["param_groups"][0]["params"]
+    index = [i for i, keep in zip(old, kept) if keep]
+    group = {**state["param_groups"][0], "params": list(range(len(index)))}
+    return {"state": {new: state["state"][i] for new, i in enumerate(index) if i in state["state"]},
+            "param_groups": [group]}
+
+
 def normalize_wave(wave) -> torch.Tensor:
     """Zero-mean, unit-variance waveform as a (1, n_samples) float32 tensor.
 

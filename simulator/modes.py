@@ -18,7 +18,7 @@ import numpy as np
 from replay.trials import resample
 
 from .learner import Learner
-from .model import autocast_forwards, init_model
+from .model import autocast_forwards, freeze_except, init_model, subset_optimizer_state
 from .pretrain import load_checkpoint
 
 RUN_MODES = ("frozen", "continuous", "reset", "random", "offline")
@@ -34,6 +34,8 @@ def build_learner(cfg: dict, seed: int, recording=None, log=None) -> Learner:
         model = init_model(model.config, seed)
         model.set_gumbel_temperature(temperature)
         optimizer_state = None
+    optimizer_state = subset_optimizer_state(
+        optimizer_state, freeze_except(model, cfg["model"].get("trainable_layers", ["all"])))
     model.to(cfg["model"]["device"])
     autocast_forwards(model, cfg["model"]["autocast"])
     learning = cfg["learning"]

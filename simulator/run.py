@@ -105,7 +105,8 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: Ru
         raise EncoderError(f"the encoder restored run {spec.run_id} at trial {expected}, but its "
                            f"checkpoint is at trial {start}")
     loop = TrialLoop(learner, client, session_key, layers, rows)
-    trials = replay_session(recording, spec.subject, session, order=cfg["order"], seed=spec.seed,
+    trials = replay_session(recording, spec.subject, session, order=cfg["order"],
+                            seed=spec.seed if cfg["order_seed"] < 0 else cfg["order_seed"],
                             sample_rate=cfg["model"]["sample_rate"], tail_s=cfg["data"]["tail_s"],
                             speed=cfg["data"]["speed"] or None, start=start, masked_voxels=masked)
     for trial in trials:
@@ -310,8 +311,14 @@ def check_runs(scenario: Scenario, specs) -> None:
     if "" in checkpoints:
         raise ScenarioError(f"{scenario.path}: model.checkpoint is not set (set it in the file or "
                             "with --set model.checkpoint=DIR)")
-    for ckpt in checkpoints:
-        load_checkpoint(ckpt)
+    names = {ckpt: layer_names(load_checkpoint(ckpt)[0]) for ckpt in checkpoints}
+    for spec in specs:
+        trainable = spec.config["model"]["trainable_layers"]
+        unknown = sorted(set(trainable) - set(names[spec.config["model"]["checkpoint"]]) - {"all"})
+        if unknown or ("all" in trainable and len(trainable) > 1):
+            raise ScenarioError(f"{scenario.path}: variant {spec.variant!r}: model.trainable_layers "
+                                f"is {trainable}; give [\"all\"] or names among "
+                                f"{names[spec.config['model']['checkpoint']]}")
 
 
 def scored_layers(cfg: dict, model) -> tuple[list[str], list[str]]:

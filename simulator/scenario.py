@@ -1,13 +1,19 @@
-"""Scenario files: TOML with a base, named variants and comparisons, validated before any work.
+"""Scenario files: TOML with a base, named variants, a grid and comparisons, validated before any work.
 
 A scenario resolves to a list of runs, one per (variant, subject, seed). Keys a variant sets
-override the base; ``--set dotted.key=value`` on the command line edits the file's table before
-that (so ``--set learning.lr=1e-3`` changes the base and ``--set variants.x.learning.lr=1e-3``
-one variant). The README documents every key with its default (``DEFAULTS`` below).
+override the base. A ``grid`` (at the top, or inside one variant) is a cartesian product over
+dotted keys: every variant it applies to becomes one variant per point, named after the point
+(``continuous,lr=1e-05``). In a grid, ``seed`` and ``subject`` are not variants but the runs'
+replicates (``seeds``, ``data.subjects``), which the summary pools. ``--set dotted.key=value`` on
+the command line edits the file's table before all that (``--set learning.lr=1e-3`` changes the
+base, ``--set variants.x.learning.lr=1e-3`` one variant). docs/scenarios.md documents every key
+with its default (``DEFAULTS`` below).
 """
 from __future__ import annotations
 
 import copy
+import fnmatch
+import itertools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +33,7 @@ DEFAULTS = {
     "description": "",
     "mode": "continuous",          # frozen | continuous | reset | random | offline (simulator.modes)
     "order": "recorded",           # recorded | shuffled | reversed | blocked
+    "order_seed": -1,              # seed of the shuffled or blocked order; -1: the run's seed
     "seeds": [0],                  # learner seeds (masks, negatives, dropout; and the shuffle)
     "data": {
         "store": "",               # recording store (--store overrides)
@@ -41,6 +48,7 @@ DEFAULTS = {
         "threads": 1,              # torch threads per run (1 is fastest for tiny models)
         "sample_rate": 16000,
         "autocast": "none",        # "bfloat16": forward passes under bf16 autocast (GPUs, AMX CPUs)
+        "trainable_layers": ["all"],  # layers that learn (with the loss's heads); others frozen
     },
     "learning": {
         "lr": 1e-4,
@@ -66,12 +74,17 @@ DEFAULTS = {
     },
 }
 CHOICES = {"mode": RUN_MODES, "order": ORDERS, "dtype": ("float32", "float64"), "autocast": AUTOCAST}
-NONEMPTY = ("alphas", "lags", "seeds", "subjects", "layers")
-DISTINCT = ("alphas", "lags", "seeds", "subjects", "layers")
-MINIMUM = {"threads": 1, "sample_rate": 1, "steps_per_sound": 1, "mask_span": 1,
+NONEMPTY = ("alphas", "lags", "seeds", "subjects", "layers", "trainable_layers")
+DISTINCT = ("alphas", "lags", "seeds", "subjects", "layers", "trainable_layers")
+MINIMUM = {"order_seed": -1, "threads": 1, "sample_rate": 1, "steps_per_sound": 1, "mask_span": 1,
            "forgetting": 1e-6, "drift_threshold": 1e-9, "offline_epochs": 1}
 MAXIMUM = {"forgetting": 1.0, "retention": 1.0, "mask_prob": 1.0}
-TOP_ONLY = ("variants", "compare")
+TOP_ONLY = ("variants", "compare", "grid")
+# Grid keys that are the runs' replicates, not variants: the summary pools them.
+REPLICATES = {"seed": "seeds", "seeds": "seeds", "subject": "data.subjects",
+              "data.subjects": "data.subjects"}
+# What every variant must share: each replays identical inputs.
+SAME_INPUTS = ("data.store", "data.session", "data.tail_s")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "a boolean"}
 
 
@@ -150,19 +163,119 @@ def resolve_scenario(raw: dict, name: str, where: str) -> Scenario:
     names it in error messages."""
     base = {k: v for k, v in raw.items() if k not in TOP_ONLY}
     base_cfg = _merge(DEFAULTS, base, where, "")
-    variants_raw = raw.get("variants", {"default": {}})
+    variants_raw = raw.get("variants", {"default": {}} if "grid" not in raw else {"": {}})
     if not isinstance(variants_raw, dict) or not variants_raw:
         raise ScenarioError(f"{where}: 'variants' must be a table of named variants")
-    variants = {name: _merge(base_cfg, v, where, f"variants.{name}.") for name, v in variants_raw.items()}
+    top_grid = _grid_axes(raw.get("grid", {}), where, "grid")
+    variants: dict[str, dict] = {}
+    for vname, given in variants_raw.items():
+        if "/" in vname or vname.startswith("__"):
+            raise ScenarioError(f"{where}: variant name {vname!r} may not contain '/' or start "
+                                "with '__' (it names a group of the results store)")
+        given = dict(given) if isinstance(given, dict) else given
+        own = _grid_axes(given.pop("grid", {}), where, f"variants.{vname}.grid") \
+            if isinstance(given, dict) else []
+        cfg = _merge(base_cfg, given, where, f"variants.{vname}.")
+        for label, point in _expand(cfg, top_grid + own, where):
+            full = ",".join(part for part in (vname, label) if part)
+            if full in variants:
+                raise ScenarioError(f"{where}: two variants are named {full!r}; rename one or "
+                                    "change the grid")
+            variants[full] = point
+    _check_same_inputs(variants, where)
     compare = raw.get("compare", [])
     if not (isinstance(compare, list) and all(isinstance(c, list) and len(c) == 2 for c in compare)):
         raise ScenarioError(f"{where}: 'compare' must be a list of [a, b] pairs of variant names")
+    pairs = []
     for a, b in compare:
-        for v in (a, b):
-            if v not in variants:
-                raise ScenarioError(f"{where}: compare names variant {v!r}, but the variants are "
-                                    f"{', '.join(variants)}")
-    return Scenario(name, where, raw, variants, [tuple(c) for c in compare])
+        for pair in itertools.product(_matching(a, variants, where), _matching(b, variants, where)):
+            if pair[0] != pair[1] and pair not in pairs:
+                pairs.append(pair)
+    return Scenario(name, where, raw, variants, pairs)
+
+
+def _matching(pattern, variants: dict, where: str) -> list[str]:
+    """The variants a ``compare`` entry names: itself, or those its shell pattern matches."""
+    if not isinstance(pattern, str):
+        raise ScenarioError(f"{where}: compare entries must be variant names, got {pattern!r}")
+    if pattern in variants:
+        return [pattern]
+    found = [v for v in variants if fnmatch.fnmatchcase(v, pattern)]
+    if not found:
+        raise ScenarioError(f"{where}: compare names variant {pattern!r}, but the variants are "
+                            f"{', '.join(variants)}")
+    return found
+
+
+def _grid_axes(table, where: str, path: str) -> list[tuple[str, list, str]]:
+    """A grid table as (dotted key, values, its path in the file) axes; nested tables and quoted
+    dotted keys (``"learning.lr" = [...]``) both name a key."""
+    if not isinstance(table, dict):
+        raise ScenarioError(f"{where}: {path} must be a table of dotted keys and lists of values")
+    axes = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            axes += [(f"{key}.{k}", v, p) for k, v, p in _grid_axes(value, where, f"{path}.{key}")]
+            continue
+        if not isinstance(value, list) or not value:
+            raise ScenarioError(f"{where}: {path}.{key} must be a non-empty list of values, got "
+                                f"{value!r}")
+        if len({repr(v) for v in value}) != len(value):
+            raise ScenarioError(f"{where}: {path}.{key} repeats a value, got {value!r}; give each once")
+        axes.append((key, value, f"{path}.{key}"))
+    return axes
+
+
+def _expand(cfg: dict, axes, where: str) -> list[tuple[str, dict]]:
+    """``cfg`` at every point of the grid ``axes``, each with its label (``lr=1e-05,order=shuffled``)."""
+    keys = [k for k, _, _ in axes]
+    if len(set(keys)) != len(keys):
+        raise ScenarioError(f"{where}: the grid sets {sorted(k for k in set(keys) if keys.count(k) > 1)} "
+                            "twice (once at the top, once in a variant?)")
+    for key, values, path in axes:  # replicates: one variant, more runs
+        if key in REPLICATES:
+            cfg = _merge(cfg, _nested(REPLICATES[key], values), where, path[:-len(key)])
+    swept = [(k, v, p) for k, v, p in axes if k not in REPLICATES]
+    leaves = [k.rsplit(".", 1)[-1] for k, _, _ in swept]
+    points = []
+    for values in itertools.product(*(v for _, v, _ in swept)):
+        point, label = cfg, []
+        for (key, _, path), leaf, value in zip(swept, leaves, values):
+            point = _merge(point, _nested(key, value), where, path[:-len(key)])
+            name = leaf if leaves.count(leaf) == 1 else key
+            label.append(f"{name}={_format(value)}")
+        points.append((",".join(label), point))
+    return points
+
+
+def _nested(dotted: str, value) -> dict:
+    """``"learning.lr", 1e-3`` -> ``{"learning": {"lr": 1e-3}}``."""
+    *parents, leaf = dotted.split(".")
+    table = {leaf: value}
+    for key in reversed(parents):
+        table = {key: table}
+    return table
+
+
+def _format(value) -> str:
+    """A grid value as it appears in a variant's name (no '/': names are store groups)."""
+    if isinstance(value, list):
+        return "+".join(_format(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("/", "_")
+
+
+def _check_same_inputs(variants: dict[str, dict], where: str) -> None:
+    for key in SAME_INPUTS:
+        section, leaf = key.split(".")
+        seen = {name: cfg[section][leaf] for name, cfg in variants.items()}
+        if len({repr(v) for v in seen.values()}) > 1:
+            listed = ", ".join(f"{name}: {v!r}" for name, v in seen.items())
+            raise ScenarioError(f"{where}: {key} differs between variants ({listed}); every "
+                                "variant replays the same inputs, so set it once, in the base")
 
 
 def _merge(defaults: dict, given: dict, where: str, prefix: str) -> dict:

@@ -85,3 +85,36 @@ def test_bfloat16_autocast_runs_the_forwards_in_bf16_and_learns_in_float32(tiny_
     assert record.delta_w["layer_1"] > 0 and np.isfinite(record.loss)
     for name in reference:  # the same features, to bf16's precision
         np.testing.assert_allclose(features[name], reference[name], rtol=0.1, atol=0.1)
+
+
+def test_trainable_layers_learn_alone_and_resume_the_checkpoints_optimizer(tiny_checkpoint,
+                                                                           tiny_recording):
+    rec = open_recording(tiny_recording)
+    cfg = _cfg(tiny_checkpoint, "continuous")
+    cfg["model"]["trainable_layers"] = ["layer_3", "layer_4"]
+    learner = build_learner(cfg, seed=0)
+    model, saved, _ = load_checkpoint(tiny_checkpoint)
+    _, record = learner.observe(rec.audio(0), rec.sample_rate, 1.0)
+    assert record.delta_w["layer_3"] > 0 and record.delta_w["layer_4"] > 0
+    assert record.delta_w["cnn"] == 0 and record.delta_w["layer_1"] == 0 == record.delta_w["layer_2"]
+    after = dict(learner.model.named_parameters())
+    before = dict(model.named_parameters())
+    changed = {n for n in after if not torch.equal(after[n], before[n])}
+    assert changed and all(n.startswith(("wav2vec2.encoder.layers.2.", "wav2vec2.encoder.layers.3.",
+                                         "quantizer.", "project_q.", "project_hid."))
+                           for n in changed)
+    assert any(n.startswith("project_hid.") for n in changed)  # the loss's heads follow
+    # The checkpoint's AdamW moments carried over for exactly the parameters that learn.
+    names = [n for n, _ in model.named_parameters()]
+    kept = [n for n, p in learner.model.named_parameters() if p.requires_grad]
+    first = learner.optimizer.state_dict()["state"]
+    assert len(learner.optimizer.param_groups[0]["params"]) == len(kept)
+    assert first[0]["step"] == saved["state"][names.index(kept[0])]["step"] + 1
+
+
+def test_unknown_trainable_layer_is_one_line(tiny_checkpoint):
+    cfg = _cfg(tiny_checkpoint, "continuous")
+    cfg["model"]["trainable_layers"] = ["layer_9"]
+    with pytest.raises(ValueError, match=r"model.trainable_layers names \['layer_9'\]; the model "
+                                         r"has \['cnn', 'layer_1'"):
+        build_learner(cfg, seed=0)

@@ -245,3 +245,76 @@ def test_encoder_components_defaults_to_0_and_reaches_the_services_open(tmp_path
     client = Client()
     open_encoder(client, "run", ["cnn"], 10, 4, cfg["p"]["encoder"])
     assert client.options["components"] == 256
+
+
+GRID = """
+compare = [["continuous,*", "pretrained"]]
+[variants.pretrained]
+mode = "frozen"
+[variants.continuous.grid]
+"learning.lr" = [1e-5, 1e-4]
+learning.steps_per_sound = [1, 3]
+seed = [0, 1]
+"""
+
+
+def test_a_variants_grid_is_its_cartesian_product_named_after_each_point(tmp_path):
+    scen = load_scenario(_write(tmp_path, GRID))
+    assert list(scen.variants) == [
+        "pretrained", "continuous,lr=1e-05,steps_per_sound=1", "continuous,lr=1e-05,steps_per_sound=3",
+        "continuous,lr=0.0001,steps_per_sound=1", "continuous,lr=0.0001,steps_per_sound=3"]
+    point = scen.variants["continuous,lr=0.0001,steps_per_sound=3"]
+    assert (point["learning"]["lr"], point["learning"]["steps_per_sound"]) == (1e-4, 3)
+    assert point["seeds"] == [0, 1]  # seed is a replicate axis: more runs, not more variants
+    assert scen.variants["pretrained"]["seeds"] == [0]
+    assert scen.compare == [(v, "pretrained") for v in list(scen.variants)[1:]]
+    runs = scen.runs(["sub-01"])
+    assert len(runs) == 1 + 4 * 2 and len({r.run_id for r in runs}) == len(runs)
+
+
+def test_a_top_level_grid_applies_to_every_variant_and_names_them_alone(tmp_path):
+    scen = load_scenario(_write(tmp_path, "[grid]\norder = ['recorded', 'reversed']\n"
+                                          "subject = ['sub-01']\n"))
+    assert list(scen.variants) == ["order=recorded", "order=reversed"]
+    assert scen.variants["order=reversed"]["data"]["subjects"] == ["sub-01"]
+    both = load_scenario(_write(tmp_path, "[grid]\nmode = ['frozen', 'continuous']\n"
+                                          "[variants.a]\n[variants.b]\norder = 'shuffled'\n"))
+    assert list(both.variants) == ["a,mode=frozen", "a,mode=continuous", "b,mode=frozen",
+                                   "b,mode=continuous"]
+    assert both.variants["b,mode=frozen"]["order"] == "shuffled"
+
+
+def test_grid_over_list_keys_and_order_seeds(tmp_path):
+    scen = load_scenario(_write(tmp_path, "[grid]\nmodel.trainable_layers = "
+                                          "[['all'], 'layer_4', ['layer_3', 'layer_4']]\n"
+                                          "order_seed = [1, 2]\n"))
+    assert list(scen.variants)[:3] == ["trainable_layers=all,order_seed=1",
+                                       "trainable_layers=all,order_seed=2",
+                                       "trainable_layers=layer_4,order_seed=1"]
+    assert scen.variants["trainable_layers=layer_3+layer_4,order_seed=2"]["model"][
+        "trainable_layers"] == ["layer_3", "layer_4"]
+    assert DEFAULTS["order_seed"] == -1 and DEFAULTS["model"]["trainable_layers"] == ["all"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[grid]\n'learning.lr' = [1e-4, 'x']\n", r"grid\.learning\.lr must be a number, got 'x'"),
+    ("[variants.a.grid]\nlearning.lr = [1e-4, 'x']\n",
+     r"variants\.a\.grid\.learning\.lr must be a number, got 'x'"),
+    ("[grid]\nlearning.lr = 3\n", r"grid\.learning\.lr must be a non-empty list of values, got 3"),
+    ("[grid]\nlearning.lr = []\n", r"grid\.learning\.lr must be a non-empty list"),
+    ("[grid]\nlearning.lr = [1e-4, 1e-4]\n", r"grid\.learning\.lr repeats a value"),
+    ("[grid]\nlearning.lrr = [1e-4]\n", r"unknown key 'grid\.learning\.lrr'"),
+    ("[grid]\norder = ['sideways']\n", r"invalid value for 'grid\.order'"),
+    ("[grid]\norder = ['reversed']\n[variants.a.grid]\norder = ['recorded']\n",
+     r"the grid sets \['order'\] twice"),
+    ("[grid]\n'data.session' = ['0', '1']\n", r"data\.session differs between variants"),
+    ("[variants.a]\n[variants.b.data]\ntail_s = 3.0\n",
+     r"data\.tail_s differs between variants \(a: 6\.0, b: 3\.0\); every variant replays the same "
+     r"inputs"),
+    ("[variants.'a/b']\n", r"variant name 'a/b' may not contain '/'"),
+    ("compare = [['x*', 'a']]\n[variants.a]\n", r"compare names variant 'x\*', but the variants are a"),
+])
+def test_grid_errors_name_the_key_path(tmp_path, text, message):
+    with pytest.raises(ScenarioError, match=message) as err:
+        load_scenario(_write(tmp_path, text))
+    assert "\n" not in str(err.value)
