@@ -3,9 +3,9 @@
 ```
 results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read), score_formula
   runs/<variant>/<subject>/seed-<n>/   attrs: run_id, variant, subject, seed, config (resolved),
-                                              layers, store, provenance, complete
+                                              layers, delta_w_layers, store, provenance, complete
     trials/<field>     (n_trials,) per-trial records: stimulus, event, repeat, loss, ...
-    trials/delta_w     (n_trials, n_layers)   ||dW|| per layer
+    trials/delta_w     (n_trials, n_delta_w_layers) ||dW|| per layer of the model (delta_w_layers)
     trials/trial_r     (n_trials, n_layers)   voxel-mean r of the trial, predicted before learning
     trials/pooled/<layer> (n_trials, n_features) the sound's activations averaged over its frames
     scores/r, scores/r2          (n_layers, n_voxels) prequential, pooled over scored trials
@@ -20,7 +20,21 @@ results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read)
                                    presentations (simulator.alignment)
   voxels/<subject>     (n_voxels, 3) the voxels' coordinates, copied from the recording (for maps)
 ```
-Every array has Zarr v3 ``dimension_names``, so xarray opens each group with named dimensions.
+Every array has Zarr v3 ``dimension_names``, so xarray opens each group with named dimensions;
+a run's ``trials`` and ``scores`` also hold label arrays, which xarray reads as coordinates:
+``layer`` (the scored layers, attr ``layers``), ``delta_w_layer`` (every layer of the model, attr
+``delta_w_layers``), ``stat`` (the sums of ``event_stats``) and ``field`` (the columns of
+``drift``); ``read_runs`` leaves them out. For example::
+
+    import xarray as xr
+    run = "runs/continuous/sub-01/seed-0"
+    scores = xr.open_zarr("results.zarr", group=f"{run}/scores", consolidated=False)
+    scores.r.sel(layer="layer_2").mean("voxel")       # the run's score at layer_2
+    ceiling = xr.open_zarr("results.zarr", group="ceilings", consolidated=False)["sub-01"]
+
+``simulator.export.open_run`` gives a run's trials and scores in one Dataset; ``cortexreplay
+export`` writes the per-run and per-trial tables as CSV or Parquet (simulator.export).
+
 A run is written by one process alone (the parent of a replay's workers, or a live run as its trials
 complete), and marked ``complete`` last.
 """
@@ -44,7 +58,15 @@ SCORE_FORMULA = ("prequential Pearson r per voxel over all frames of trials afte
 DIMS = {"r": ("layer", "voxel"), "r2": ("layer", "voxel"), "alpha": ("layer", "voxel"),
         "drift": ("detection", "field"),
         "event_stats": ("layer", "event", "stat", "voxel"),
-        "delta_w": ("trial", "layer"), "trial_r": ("trial", "layer")}
+        # ||dW|| covers every layer of the model, the encoder only the scored ones: two dimensions,
+        # or a run scoring some layers would not open in xarray (conflicting sizes of "layer").
+        "delta_w": ("trial", "delta_w_layer"), "trial_r": ("trial", "layer")}
+DRIFT_FIELDS = ("layer", "trial", "voxel")  # the columns of scores/drift
+# The label arrays (xarray's coordinates) of a run's dimensions: labels named by a run attribute,
+# and fixed ones.
+COORD_ATTRS = {"layer": "layers", "delta_w_layer": "delta_w_layers"}
+FIXED_COORDS = {"stat": STAT_NAMES, "field": DRIFT_FIELDS}
+COORDS = (*COORD_ATTRS, *FIXED_COORDS)
 
 
 INT_FIELDS = ("event", "stimulus", "repeat", "skipped_steps", "skipped_update")
@@ -154,7 +176,9 @@ class RunWriter:
     def finish(self, scores: dict, attrs: dict | None = None) -> None:
         for name, value in scores.items():
             self.write("scores", name, value)
-        self.group.attrs.update({**(attrs or {}), "complete": True})
+        self.group.attrs.update(attrs or {})
+        _write_coords(self.group)
+        self.group.attrs["complete"] = True
 
 
 def _dims(name: str, ndim: int) -> tuple:
@@ -163,30 +187,48 @@ def _dims(name: str, ndim: int) -> tuple:
     return DIMS.get(name, ("trial",) + tuple(f"dim_{i}" for i in range(1, ndim)))[:ndim]
 
 
-def read_runs(path: str | Path) -> list[dict]:
-    """Every complete run: its attrs plus ``trials`` and ``scores`` as numpy arrays."""
+def _write_coords(group) -> None:
+    """A label array for each dimension of COORDS that the run's ``trials`` or ``scores`` use,
+    where the labels match its length (xarray reads them as coordinates)."""
+    labels = {**{dim: group.attrs.get(attr) for dim, attr in COORD_ATTRS.items()}, **FIXED_COORDS}
+    for section in ("trials", "scores"):
+        if section not in group:
+            continue
+        sizes = {dim: n for _, a in group[section].arrays()
+                 for dim, n in zip(a.metadata.dimension_names or (), a.shape)}
+        for dim, names in labels.items():
+            if names is not None and sizes.get(dim) == len(names):
+                arr = group[section].create_array(dim, shape=(len(names),), dtype=str,
+                                                  dimension_names=(dim,), overwrite=True)
+                arr[...] = np.array(names, dtype=str)
+
+
+def run_groups(path: str | Path) -> list:
+    """The zarr groups of every complete run of a results store, in order of run id."""
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise ResultsError(f"no results store at {path} (make one with 'cortexreplay run')")
     root = zarr.open_group(str(path), mode="r")
     if root.attrs.get("format") != FORMAT:
         raise ResultsError(f"{path} is not a results store (format {root.attrs.get('format')!r})")
-    runs = []
     if "runs" not in root:
-        return runs
-    for _, group in sorted(root["runs"].groups()):
-        for _, subject in sorted(group.groups()):
-            for _, run in sorted(subject.groups()):
-                if not run.attrs.get("complete"):
-                    continue
-                runs.append({**dict(run.attrs), "trials": _arrays(run["trials"]),
-                             "scores": _arrays(run["scores"])})
-    return runs
+        return []
+    return [run for _, group in sorted(root["runs"].groups())
+            for _, subject in sorted(group.groups())
+            for _, run in sorted(subject.groups()) if run.attrs.get("complete")]
+
+
+def read_runs(path: str | Path) -> list[dict]:
+    """Every complete run: its attrs plus ``trials`` and ``scores`` as numpy arrays."""
+    return [{**dict(run.attrs), "trials": _arrays(run["trials"]), "scores": _arrays(run["scores"])}
+            for run in run_groups(path)]
 
 
 def _arrays(group, prefix: str = "") -> dict[str, np.ndarray]:
-    """Every array under ``group``, nested ones named by their path (``pooled/layer_1``)."""
-    out = {f"{prefix}{k}": a[...] for k, a in group.arrays()}
+    """Every array under ``group``, nested ones named by their path (``pooled/layer_1``); not the
+    label arrays (COORDS)."""
+    out = {f"{prefix}{k}": a[...] for k, a in group.arrays()
+           if prefix or k not in COORDS}
     for k, sub in group.groups():
         out.update(_arrays(sub, f"{prefix}{k}/"))
     return out

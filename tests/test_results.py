@@ -63,7 +63,7 @@ def test_write_read_round_trip(tmp_path):
             assert run[section][name].dtype == np.asarray(value).dtype
     group = zarr.open_group(str(tmp_path / "res.zarr"), mode="r")["runs/a/sub-01/seed-0"]
     assert group["scores/r"].metadata.dimension_names == ("layer", "voxel")
-    assert group["trials/delta_w"].metadata.dimension_names == ("trial", "layer")
+    assert group["trials/delta_w"].metadata.dimension_names == ("trial", "delta_w_layer")
     assert group["trials/loss"].metadata.dimension_names == ("trial",)
     attrs = results_attrs(tmp_path / "res.zarr")
     assert attrs["format"] == FORMAT and attrs["scenario"] == {"compare": [["a", "b"]]}
