@@ -140,6 +140,23 @@ def best_layer_stats(path, variant: str, layer: str | None = None) -> list[np.nd
     return _at(stats, index)
 
 
+def variant_runs(path) -> dict[str, dict[str, list[dict]]]:
+    """A results store's complete runs by variant, then subject (each list sorted by seed)."""
+    return _load(path)[1]
+
+
+def voxel_r(stats: np.ndarray) -> np.ndarray:
+    """(n_voxels,) prequential r per voxel of one subject's (n_seeds, n_sounds, 6, n_voxels)
+    stats: pooled over sounds, then the mean over seeds."""
+    return pearson_from_stats(stats.sum(axis=1)).mean(axis=0)
+
+
+def voxel_scores(path, variant: str) -> dict[str, np.ndarray]:
+    """A variant's r per voxel at its best layer, per subject (``voxel_r``)."""
+    subjects = variant_runs(path)[variant]  # best_layer_stats keeps this order of subjects
+    return {s: voxel_r(g) for s, g in zip(subjects, best_layer_stats(path, variant))}
+
+
 def paired_stats(path, a: str, b: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Variants ``a`` and ``b`` of a results store paired as ``summary`` pairs them, each at its
     best layer: two lists (one entry per subject) of (n_seeds, n_sounds, 6, n_voxels) stats, for
@@ -257,7 +274,7 @@ def _normalised(stats_by_subject: dict[str, np.ndarray], ceilings: dict) -> floa
         kept = ceilings[subject] >= MIN_CEILING
         if not kept.any():
             continue
-        r = pearson_from_stats(stats.sum(axis=1)).mean(axis=0)  # pooled over sounds, seeds
+        r = voxel_r(stats)
         per_subject.append(float(r[kept].mean() / ceilings[subject][kept].mean()))
     return float(np.mean(per_subject)) if per_subject else None
 

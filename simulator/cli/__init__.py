@@ -6,11 +6,11 @@ import sys
 
 from encoders.client import EncoderError
 
-from . import (encoder, export, fake_scanner, inspect, keys, live, monitor, pretrain, run,
-               stimuli, summary, synth, validate)
+from . import (encoder, export, fake_scanner, inspect, keys, live, monitor, pretrain, report,
+               run, stimuli, summary, synth, validate)
 
-COMMANDS = (synth, pretrain, inspect, run, summary, export, validate, encoder, monitor, keys,
-            fake_scanner, stimuli, live)
+COMMANDS = (synth, pretrain, inspect, run, summary, report, export, validate, encoder, monitor,
+            keys, fake_scanner, stimuli, live)
 
 
 def main(argv=None) -> int:
