@@ -1,18 +1,16 @@
 """`cortexreplay run`: every run of a scenario, replayed through its learner and scored online.
 
-Each run is one process (a worker of a process pool sized to the machine's cores) that replays
-its subject's trials, asks its learner for features and lets it learn, and sends features and
-brain frames to the encoder service over ZeroMQ. The parent starts the service, shows progress,
+Each run is one worker (a process of a local pool sized to the machine's cores, or a task on a
+Dask cluster: `simulator.executors`) that replays its subject's trials, asks its learner for
+features and lets it learn, and sends features and brain frames to the encoder service over
+ZeroMQ. The parent starts the service (on a cluster, each task starts its own), shows progress,
 and alone writes each finished run to the results store.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import multiprocessing
 import os
-import queue as queue_module
-import signal
 import subprocess
 import time
 import uuid
@@ -21,8 +19,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import zmq
-from river.stats import Mean
-from river.utils import Rolling
 from threadpoolctl import threadpool_limits
 
 from encoders.ceiling import CEILING_FORMULA, noise_ceiling
@@ -35,6 +31,8 @@ from .modes import build_learner
 from .model import layer_names
 from .pretrain import load_checkpoint
 from .alignment import pattern_drift
+from .executors import DaskExecutor, LocalExecutor
+from .progress import SweepProgress
 from .results import (RunResult, completed_config, open_results, provenance, write_brain_drift,
                       write_ceiling, write_run, write_voxel_coords)
 from .run_checkpoint import RunCheckpoint
@@ -73,6 +71,14 @@ def execute_run(spec: RunSpec, store: str, endpoint: str, progress=None,
     finally:
         if saver is not None:
             saver.release()  # pool workers live on to run other runs
+
+
+def run_with_own_encoder(spec: RunSpec, store: str, endpoint: str | None, progress=None,
+                         options: RunOptions = RunOptions(), masked_voxels=None) -> RunResult:
+    """`execute_run` with an encoder service of its own when ``endpoint`` is None: a run on a
+    cluster's worker, where the parent's loopback service is out of reach."""
+    with encoder_service(endpoint, log=lambda *_: None) as (own, _):
+        return execute_run(spec, store, own, progress, options, masked_voxels)
 
 
 def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: RunOptions,
@@ -114,7 +120,8 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: Ru
             raise SystemExit(f"run {spec.run_id}: the parent process died")
         step = loop.step(trial)
         if progress is not None:
-            progress.put((spec.run_id, trial.index, step.record.loss, newest_r(step.replies)))
+            progress.put((_progress_key(spec.run_id, results), trial.index, step.record.loss,
+                          newest_r(step.replies)))
         done = trial.index + 1
         if saver is not None and every and done % every == 0 and done < n_events:
             saver.save(*loop.state(), cfg)
@@ -168,7 +175,7 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
                  force: bool = False, log=print, progress_bar: bool = True,
                  encoder: str | None = None, resume: bool = False,
                  checkpoint_every: int = CHECKPOINT_EVERY, monitor: str | None = None,
-                 curve: ClientCurve | None = None) -> list[str]:
+                 curve: ClientCurve | None = None, cluster: str | None = None) -> list[str]:
     """Run every run of ``scenario`` not already in ``results``; return the run ids written.
 
     ``encoder`` is the endpoint of a running encoder service to use (and leave running); by
@@ -177,16 +184,19 @@ def run_scenario(scenario: Scenario, store: str, results: str, jobs: int | None 
     checkpoints (without it, a run with a checkpoint is refused, so none is lost by mistake).
     ``monitor``: an endpoint where the service started here publishes each scored trial;
     ``curve``: the client keys for an ``encoder`` that requires them (``replay.security``).
+    ``cluster``: the address of a Dask scheduler whose workers run the runs instead of a local
+    pool (``jobs`` is then the cluster's size); the stores must be on a file system they share.
     """
     written = run_scenarios([(scenario, store, results)], jobs, force, log, progress_bar, encoder,
-                            resume, checkpoint_every, monitor, curve)
+                            resume, checkpoint_every, monitor, curve, cluster)
     return [run_id for _, run_id in written]
 
 
 def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print,
                   progress_bar: bool = True, encoder: str | None = None, resume: bool = False,
                   checkpoint_every: int = CHECKPOINT_EVERY, monitor: str | None = None,
-                  curve: ClientCurve | None = None) -> list[tuple[str, str]]:
+                  curve: ClientCurve | None = None,
+                  cluster: str | None = None) -> list[tuple[str, str]]:
     """``run_scenario`` for several ``(scenario, store, results)`` at once, sharing one process
     pool (so no core idles between them) and one encoder service; return the (results, run id)
     pairs written. Every scenario and store is checked before any run starts."""
@@ -196,21 +206,31 @@ def run_scenarios(items, jobs: int | None = None, force: bool = False, log=print
     if encoder is not None and monitor is not None:
         raise ScenarioError("--monitor sets up the encoder service the run starts; with "
                             "--encoder, start that service with --monitor instead")
-    todo, total = [], 0
+    if cluster is not None and monitor is not None:
+        raise ScenarioError("--monitor watches the one encoder service of a local run; on a "
+                            "--cluster each run has its own")
+    if curve is not None and encoder is None:
+        raise ScenarioError("Curve keys are for an outside encoder service: pass --encoder too")
+    todo, totals = [], {}
     for item in items:
         pending, trials = _pending(*item, force, resume, log)
         todo += pending
-        total += trials
+        totals.update(trials)
     if not todo:
         return []
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    if curve is not None and encoder is None:
-        raise ScenarioError("Curve keys are for an outside encoder service: pass --encoder too")
     if curve is not None:
         _check_keys(curve)
     options = RunOptions("", checkpoint_every, resume, curve)
+    if cluster is not None:
+        executor = DaskExecutor(cluster)
+        log(f"run: {len(todo)} run(s) on {executor.where}")
+        if encoder is None:  # each task starts a service beside it, on its worker
+            return _run_all(executor, todo, None, totals, progress_bar, log, options, None,
+                            run_with_own_encoder)
+        return _run_all(executor, todo, encoder, totals, progress_bar, log, options)
     with encoder_service(encoder, monitor, log) as (endpoint, service):
-        return _run_pool(todo, endpoint, jobs, total, progress_bar, log, options, service)
+        executor = LocalExecutor(max(1, min(jobs or os.cpu_count() or 1, len(todo))))
+        return _run_all(executor, todo, endpoint, totals, progress_bar, log, options, service)
 
 
 @contextlib.contextmanager
@@ -250,10 +270,10 @@ def _check_keys(curve: ClientCurve) -> None:
 
 
 def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
-             log) -> tuple[list[tuple], int]:
-    """The (spec, store, results root, results path) of each run of ``scenario`` still to do,
-    after checking the store, the scenario, the runs already written and their checkpoints; and
-    the number of trials left to replay."""
+             log) -> tuple[list[tuple], dict[str, int]]:
+    """The (spec, store, results root, results path, voxel mask) of each run of ``scenario``
+    still to do, after checking the store, the scenario, the runs already written and their
+    checkpoints; and the trials left to replay, by progress key (`_progress_key`)."""
     recording = open_recording(store)  # validates the store, once
     for cfg in scenario.variants.values():
         cfg["data"]["store"] = str(store)  # the store actually replayed, stored with each run
@@ -267,7 +287,7 @@ def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
         if where not in masks:
             masks[where] = nonfinite_voxels(recording, *where)[0]
     _write_brain_measures(root, recording, str(store), specs, masks, log)
-    todo, trials = [], 0
+    todo, trials = [], {}
     for spec in specs:
         done = completed_config(root, spec.run_id)
         saved = RunCheckpoint(results, spec.run_id)
@@ -292,7 +312,7 @@ def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
             n_events -= at
         todo.append((spec, str(store), root, str(results),
                      masks[spec.subject, spec.config["data"]["session"]]))
-        trials += n_events
+        trials[_progress_key(spec.run_id, str(results))] = n_events
     if todo:
         root.require_group("checkpoints")  # a group, so zarr lists the store without warnings
     return todo, trials
@@ -357,64 +377,57 @@ def _write_brain_measures(root, recording, store: str, specs, masks, log) -> Non
         write_brain_drift(root, spec.subject, drift, attrs)
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group: the parent alone handles it (and ends the pool).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _progress_key(run_id: str, results: str) -> str:
+    """How progress names a run: its id, and its results store's digest (one sweep may fill
+    several stores with runs of the same id)."""
+    return f"{run_id}@{digest(results)}"
 
 
-def _run_pool(todo, endpoint, jobs, total, progress_bar, log, options: RunOptions,
-              service=None) -> list[tuple[str, str]]:
-    """Run ``todo`` in a process pool; write each run as it finishes. On the first failure (or
-    Ctrl-C, or the death of the encoder ``service`` we started) the other runs are stopped and
-    the error is raised; finished runs stay written, interrupted ones keep their checkpoints."""
-    from tqdm import tqdm
-
-    ctx = multiprocessing.get_context("spawn")
+def _run_all(executor, todo, endpoint, totals, progress_bar, log, options: RunOptions,
+             service=None, run=execute_run) -> list[tuple[str, str]]:
+    """Run ``todo`` on ``executor`` (``run`` in each worker); write each run as it finishes. On
+    the first failure (or Ctrl-C, or the death of the encoder ``service`` we started) the other
+    runs are stopped and the error is raised; finished runs stay written, interrupted ones keep
+    their checkpoints."""
+    several = len({t[3] for t in todo}) > 1
+    names = {_progress_key(spec.run_id, results): spec.run_id + (f" in {results}" if several else "")
+             for spec, _, _, results, _ in todo}
+    progress = SweepProgress({names[k]: n for k, n in totals.items()}, enabled=progress_bar)
     written = []
-    with ctx.Manager() as manager:
-        progress = manager.Queue()
-        bar = tqdm(total=total, unit="trial", disable=not progress_bar, dynamic_ncols=True)
-        rolling: dict[str, Rolling] = {}
-        pool = ctx.Pool(jobs, initializer=_ignore_sigint)
-        try:
-            pending = {(results, spec.run_id): (root, pool.apply_async(
-                execute_run, (spec, store, endpoint, progress, replace(options, results=results),
-                              masked)))
-                for spec, store, root, results, masked in todo}
-            while pending:
-                time.sleep(0.2)
-                _drain(progress, bar, rolling)
-                if service is not None and service.poll() is not None:
-                    raise EncoderError(f"the encoder service stopped (exit code {service.returncode}); "
-                                       "rerun with --resume to continue from the checkpoints")
-                for key in [k for k, (_, res) in pending.items() if res.ready()]:
-                    root, res = pending.pop(key)
-                    result = res.get()  # re-raises a worker's exception here
-                    write_run(root, result)
-                    RunCheckpoint(key[0], key[1]).remove()  # after the run is whole in the store
-                    written.append(key)
-                    best = max(np.nanmean(result.scores["r"], axis=1))
-                    where = f" in {key[0]}" if len({t[3] for t in todo}) > 1 else ""
-                    log(f"run: {key[1]}{where} done, best-layer score {best:.3f}")
-            pool.close()
-        except BaseException:
-            pool.terminate()
-            raise
-        finally:
-            pool.join()
-            _drain(progress, bar, rolling)
-            bar.close()
+    try:
+        pending = {}
+        for spec, store, root, results, masked in todo:
+            handle = executor.submit(spec.run_id, run, spec, store, endpoint, executor.progress,
+                                     replace(options, results=results), masked)
+            pending[results, spec.run_id] = (root, handle)
+        while pending:
+            time.sleep(0.2)
+            _show(executor, progress, names)
+            if service is not None and service.poll() is not None:
+                raise EncoderError(f"the encoder service stopped (exit code {service.returncode}); "
+                                   "rerun with --resume to continue from the checkpoints")
+            for key in [k for k, (_, h) in pending.items() if executor.done(h)]:
+                root, handle = pending.pop(key)
+                result = executor.result(handle)  # re-raises a worker's exception here
+                write_run(root, result)
+                RunCheckpoint(key[0], key[1]).remove()  # after the run is whole in the store
+                written.append(key)
+                _show(executor, progress, names)
+                progress.run_done(names[_progress_key(key[1], key[0])])
+                best = max(np.nanmean(result.scores["r"], axis=1))
+                where = f" in {key[0]}" if several else ""
+                log(f"run: {key[1]}{where} done, best-layer score {best:.3f}")
+    except BaseException:
+        executor.stop()
+        raise
+    finally:
+        executor.close()
+        _show(executor, progress, names)
+        progress.close()
     return written
 
 
-def _drain(progress, bar, rolling) -> None:
-    while True:
-        try:
-            run_id, _, loss, r = progress.get_nowait()
-        except (queue_module.Empty, EOFError, OSError):
-            return
-        window = rolling.setdefault(run_id, Rolling(Mean, window_size=20))
-        if np.isfinite(r):
-            window.update(r)
-        bar.update(1)
-        bar.set_postfix_str(f"{run_id} loss {loss:.3f} r(20) {window.get():.3f}")
+def _show(executor, progress: SweepProgress, names: dict) -> None:
+    """The trials the workers reported since last time, on the progress bars."""
+    for key, _, loss, r in executor.drain():
+        progress.trial(names.get(key, key), loss, r)

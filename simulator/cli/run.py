@@ -12,7 +12,12 @@ def add_parser(sub):
     p.add_argument("--results", help="results store (default: results/<scenario>.zarr)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario key, e.g. --set learning.lr=1e-3 (repeatable)")
-    p.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: cores)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs in parallel on this machine (default: its cores)")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="send the runs to the Dask scheduler at ADDRESS (e.g. tcp://host:8786, "
+                        "from 'dask scheduler' or dask-jobqueue) instead of local processes; the "
+                        "stores must be on a file system its workers share")
     p.add_argument("--force", action="store_true", help="redo runs already in the results store")
     p.add_argument("--encoder", metavar="ENDPOINT", default=None,
                    help="use the encoder service at ENDPOINT (see 'cortexreplay encoder serve') "
@@ -41,8 +46,10 @@ def main(args):
     if (args.curve_key is None) != (args.curve_server is None):
         raise ValueError("--curve-key and --curve-server go together: give both or neither")
     curve = ClientCurve(args.curve_key, args.curve_server) if args.curve_key else None
+    if args.cluster is not None and args.jobs is not None:
+        raise ValueError("--jobs sizes the local pool; with --cluster the cluster's workers decide")
     written = run_scenario(scenario, store, results, jobs=args.jobs, force=args.force,
                            progress_bar=not args.no_progress, encoder=args.encoder,
                            resume=args.resume, checkpoint_every=args.checkpoint_every,
-                           monitor=args.monitor, curve=curve)
+                           monitor=args.monitor, curve=curve, cluster=args.cluster)
     print(f"run: {len(written)} run(s) written to {results}")
