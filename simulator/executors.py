@@ -96,7 +96,7 @@ class DaskExecutor:
 
     remote = True  # workers may be other machines: this one's loopback is not theirs
 
-    def __init__(self, address: str, timeout_s: float = 30.0):
+    def __init__(self, address: str, timeout_s: float = 10.0):
         try:
             from distributed import Client, Event, Queue
         except ImportError:

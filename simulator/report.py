@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .alignment import trial_gain
+from .export import flatten
 from .results import read_subject_arrays, results_attrs
 from .summary import (LEARNING_MODES, MIN_CEILING, reading_once, summarize, variant_runs,
                       voxel_scores)
@@ -315,17 +316,6 @@ def _layer_plot(summary: dict) -> Plot:
 
 # ---------------------------------------------------------------- sweeps
 
-def _leaves(cfg: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        elif f"{prefix}{key}" not in IGNORED_KEYS:
-            # A list (lags, layers) is one categorical value; as text it can be compared.
-            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
-    return out
-
-
 def variant_settings(by_variant: dict) -> dict[str, dict]:
     """Each variant's resolved config as ``{dotted key: value}`` (lists as JSON), without the
     replicate keys, and without ``learning.*`` where the mode never learns (its value there
@@ -333,7 +323,8 @@ def variant_settings(by_variant: dict) -> dict[str, dict]:
     out = {}
     for name in by_variant:
         cfg = _runs_of(by_variant, name)[0]["config"]
-        leaves = _leaves(cfg)
+        # A list (lags, layers) is one categorical value; as JSON text it can be compared.
+        leaves = {k: v for k, v in flatten(cfg).items() if k not in IGNORED_KEYS}
         if cfg["mode"] in NO_LEARNING:
             leaves = {k: v for k, v in leaves.items() if not k.startswith("learning.")}
         out[name] = leaves

@@ -318,3 +318,26 @@ def test_grid_errors_name_the_key_path(tmp_path, text, message):
     with pytest.raises(ScenarioError, match=message) as err:
         load_scenario(_write(tmp_path, text))
     assert "\n" not in str(err.value)
+
+
+def _leaves(table, prefix=""):
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_docs_scenarios_md_gives_every_key_with_its_default():
+    import tomllib
+
+    text = (Path(__file__).parent.parent / "docs" / "scenarios.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 3 and cells[1].startswith("`"):
+            rows[cells[0].strip("`")] = tomllib.loads(f"v = {cells[1].strip('`')}")["v"]
+    for key, default in _leaves(DEFAULTS):
+        assert key in rows, f"docs/scenarios.md has no row for {key}"
+        assert rows[key] == default, f"docs/scenarios.md gives {key} the default {rows[key]!r}"
+    assert rows["compare"] == []
