@@ -177,7 +177,7 @@ def prepare_live(scenario: Scenario, results: str, variant: str | None = None,
     check_runs(scenario, [spec])
     if stimuli:
         spec.config["data"]["store"] = str(stimuli)  # where the sounds came from, with the run
-    root = open_results(results, scenario.raw)
+    root = open_results(results, scenario.raw, scenario.compare)
     if f"runs/{spec.run_id}" in root and not options.force:
         state = "a finished" if completed_config(root, spec.run_id) is not None else \
             "an unfinished"

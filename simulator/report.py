@@ -280,7 +280,7 @@ def _prequential_plot(summary: dict, by_variant: dict, window: int) -> Plot:
         used.append(_band(ax, values, window, colours[row["name"]],
                           f"{row['name']} ({row['best_layer']})"))
     ax.axhline(0.0, color="0.6", linewidth=0.8)
-    ax.set(xlabel="trial (position in the replay)", ylabel="trial score: " + SCORE_LABEL,
+    ax.set(xlabel="trial (position in the replay)", ylabel="trial r (Pearson, voxel mean)",
            title="Prequential score over trials (best layers)")
     _legend(fig, ax)
     shown = sorted(set(w for w in used if w))
@@ -349,24 +349,33 @@ def _text(value) -> str:
 
 
 def _sweep_plots(summary: dict, by_variant: dict) -> list[Plot]:
+    """A figure per key that varies while the others stay: a key that changes only together
+    with another (the frozen control's mode in a rate sweep) is no sweep of its own."""
     settings = variant_settings(by_variant)
-    return [_sweep_plot(key, summary, settings) for key in varying_keys(settings)]
+    return [_sweep_plot(key, summary, settings) for key in varying_keys(settings)
+            if any(len(m) > 1 for m in _sweep_lines(key, summary, settings)[1].values())]
 
 
-def _sweep_plot(key: str, summary: dict, settings: dict[str, dict]) -> Plot:
+def _sweep_lines(key: str, summary: dict, settings: dict[str, dict]):
+    """The keys other than ``key`` that vary among the variants having ``key``, and those
+    variants' summary rows grouped into one line per combination of them."""
     rows = [r for r in summary["runs"] if key in settings[r["name"]]]
-    lacking = [r for r in summary["runs"] if key not in settings[r["name"]]]
-    values = [settings[r["name"]][key] for r in rows]
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    log = numeric and all(v > 0 for v in values) and (
-        key == "learning.lr" or max(values) / min(values) > 100)
-    # One line per combination of the other keys that vary among these variants.
     split = [k for k in varying_keys({r["name"]: settings[r["name"]] for r in rows}) if k != key]
     lines: dict[str, list[dict]] = {}
     for r in rows:
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_text(settings[r['name']].get(k))}"
                           for k in split)
         lines.setdefault(label or "variants", []).append(r)
+    return split, lines
+
+
+def _sweep_plot(key: str, summary: dict, settings: dict[str, dict]) -> Plot:
+    lacking = [r for r in summary["runs"] if key not in settings[r["name"]]]
+    split, lines = _sweep_lines(key, summary, settings)
+    values = [settings[r["name"]][key] for members in lines.values() for r in members]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    log = numeric and all(v > 0 for v in values) and (
+        key == "learning.lr" or max(values) / min(values) > 100)
     categories = list(dict.fromkeys(_text(v) for v in values))
     fig, ((ax,),) = _figure()
     cmap = matplotlib.colormaps["tab10"]
@@ -375,22 +384,20 @@ def _sweep_plot(key: str, summary: dict, settings: dict[str, dict]) -> Plot:
             members = sorted(members, key=lambda r: settings[r["name"]][key])
             x = np.array([settings[r["name"]][key] for r in members], dtype=float)
         else:  # categories side by side, each line shifted a little so error bars do not overlap
-            shift = 0.12 * (k - (len(lines) - 1) / 2)
+            shift = 0.6 / len(lines) * (k - (len(lines) - 1) / 2)
             x = np.array([categories.index(_text(settings[r["name"]][key])) for r in members]) + shift
         y = np.array([r["score"] for r in members])
         err = np.abs(np.array([[r["score"] - r["ci95"][0], r["ci95"][1] - r["score"]]
                                for r in members]).T)
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=cmap(k % 10),
                     linestyle="-" if numeric else "none", label=label if len(lines) > 1 else None)
-        for xi, yi, r in zip(x, y, members):
-            ax.annotate(r["name"], (xi, yi), xytext=(5, 3), textcoords="offset points", fontsize=7)
     for k, r in enumerate(lacking):
         colour = cmap((len(lines) + k) % 10)
         ax.axhline(r["score"], color=colour, linestyle="--", label=f"{r['name']} ({r['mode']}: does not learn)")
         ax.axhspan(r["ci95"][0], r["ci95"][1], color=colour, alpha=0.12, linewidth=0)
     if log:
         ax.set_xscale("log")
-    ax.margins(x=0.12)  # room for the points' names at both ends
+    ax.margins(x=0.06)
     if not numeric:
         ax.set_xticks(range(len(categories)), categories)
         ax.set_xlim(-0.5, len(categories) - 0.5)

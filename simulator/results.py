@@ -1,7 +1,8 @@
 """The results store (Zarr v3): one group per run, per-trial records and prequential scores.
 
 ```
-results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read), score_formula
+results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read), compare (its
+                pairs of variant names, patterns expanded), score_formula
   runs/<variant>/<subject>/seed-<n>/   attrs: run_id, variant, subject, seed, config (resolved),
                                               layers, delta_w_layers, store, provenance, complete
     trials/<field>     (n_trials,) per-trial records: stimulus, event, repeat, loss, ...
@@ -102,8 +103,9 @@ def provenance() -> dict:
     return {"versions": versions, "python": platform.python_version(), "platform": platform.platform()}
 
 
-def open_results(path: str | Path, scenario: dict | None = None):
-    """Open (creating if needed) a results store for writing."""
+def open_results(path: str | Path, scenario: dict | None = None, compare=None):
+    """Open (creating if needed) a results store for writing; ``scenario`` is the scenario as
+    read, ``compare`` its comparisons resolved to pairs of variant names (patterns expanded)."""
     path = Path(path)
     if path.exists() and not (path / "zarr.json").exists():
         raise ResultsError(f"{path} exists and is not a results store; choose another --results")
@@ -116,6 +118,8 @@ def open_results(path: str | Path, scenario: dict | None = None):
         raise ResultsError(f"{path} is a {fmt!r} store, not a results store; choose another --results")
     if scenario is not None:
         root.attrs["scenario"] = scenario
+    if compare is not None:
+        root.attrs["compare"] = [list(pair) for pair in compare]
     return root
 
 

@@ -37,7 +37,7 @@ from .results import (RunResult, completed_config, open_results, provenance, wri
                       write_ceiling, write_run, write_voxel_coords)
 from .run_checkpoint import RunCheckpoint
 from .trial_loop import TrialLoop, rows_of
-from .scenario import RunSpec, Scenario, ScenarioError
+from .scenario import RunSpec, Scenario, ScenarioError, with_defaults
 
 CHECKPOINT_EVERY = 25  # trials between a run's checkpoints (`cortexreplay run --checkpoint-every`)
 
@@ -279,7 +279,7 @@ def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
         cfg["data"]["store"] = str(store)  # the store actually replayed, stored with each run
     specs = scenario.runs(recording.subjects)
     check_runs(scenario, specs)
-    root = open_results(results, scenario.raw)
+    root = open_results(results, scenario.raw, scenario.compare)
     # The non-finite policy's mask: one scan per session, for its ceiling and all its runs.
     masks = {}
     for spec in specs:
@@ -292,7 +292,7 @@ def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
         done = completed_config(root, spec.run_id)
         saved = RunCheckpoint(results, spec.run_id)
         if done is not None and not force:
-            if done != spec.config:
+            if with_defaults(done) != spec.config:
                 raise ScenarioError(f"{results} already holds run {spec.run_id} made with other "
                                     "settings; pass --force to replace it or choose another --results")
             log(f"run: {spec.run_id} already complete, skipped")

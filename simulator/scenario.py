@@ -126,6 +126,22 @@ class Scenario:
         return out
 
 
+def with_defaults(cfg: dict, defaults: dict = DEFAULTS) -> dict:
+    """A stored run's resolved config with the keys added since it was made at their defaults,
+    so a run made by an earlier version still counts as made with the same settings.
+
+    >>> with_defaults({"mode": "frozen", "model": {"device": "cpu"}})["model"]["trainable_layers"]
+    ['all']
+    """
+    out = dict(cfg)
+    for key, default in defaults.items():
+        if key not in out:
+            out[key] = copy.deepcopy(default)
+        elif isinstance(default, dict) and isinstance(out[key], dict):
+            out[key] = with_defaults(out[key], default)
+    return out
+
+
 def parse_set(assignment: str) -> tuple[list[str], object]:
     """``"learning.lr=1e-3"`` -> (["learning", "lr"], 0.001); values are TOML, else strings."""
     if "=" not in assignment:

@@ -201,7 +201,8 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
                      "seeds": sorted({r["seed"] for g in groups.values() for r in g}),
                      "subjects": sorted(groups)})
     comparisons = []
-    compare = results_attrs(path).get("scenario", {}).get("compare", [])
+    attrs = results_attrs(path)  # stores made before "compare" was kept hold names only
+    compare = attrs.get("compare", attrs.get("scenario", {}).get("compare", []))
     for a, b in compare:
         if a in by_variant and b in by_variant:
             comparisons.append(_compare(a, b, by_variant[a], by_variant[b], best, n_sounds,
@@ -329,19 +330,21 @@ def _seed_free(run: dict) -> bool:
 
 def format_table(summary: dict) -> str:
     """The summary as an aligned text table."""
-    lines = [f"{'run':<24}{'mode':<12}{'order':<10}{'score':>7}  {'95% CI':<18}{'/ceil':>6}  "
+    # Grid variants have long names (continuous,lr=1e-05,...): the name columns fit the longest.
+    w = max([24] + [len(r["name"]) + 2 for r in summary["runs"]])
+    lines = [f"{'run':<{w}}{'mode':<12}{'order':<10}{'score':>7}  {'95% CI':<18}{'/ceil':>6}  "
              f"{'best':<9}layers"]
     for r in summary["runs"]:
         layers = " ".join(f"{k}={v:.3f}" for k, v in r["layers"].items())
         ci = f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
         norm = "-" if r.get("score_normalised") is None else f"{r['score_normalised']:.3f}"
-        lines.append(f"{r['name']:<24}{r['mode']:<12}{r['order']:<10}{r['score']:>7.3f}  {ci:<18}"
+        lines.append(f"{r['name']:<{w}}{r['mode']:<12}{r['order']:<10}{r['score']:>7.3f}  {ci:<18}"
                      f"{norm:>6}  {r['best_layer']:<9}{layers}")
     if summary["comparisons"]:
-        lines += ["", f"{'a':<24}{'b':<24}{'delta':>8}  {'95% CI (paired)':<20}{'p':>7}"]
+        lines += ["", f"{'a':<{w}}{'b':<{w}}{'delta':>8}  {'95% CI (paired)':<20}{'p':>7}"]
         for c in summary["comparisons"]:
             ci = f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
-            lines.append(f"{c['a']:<24}{c['b']:<24}{c['delta']:>+8.3f}  {ci:<20}{c['p']:>7.3f}")
+            lines.append(f"{c['a']:<{w}}{c['b']:<{w}}{c['delta']:>+8.3f}  {ci:<20}{c['p']:>7.3f}")
     lines.append("")
     for r in summary["runs"]:
         counts = ", ".join(f"{s} {k}/{n}" for s, (k, n) in r.get("voxels_fdr05", {}).items())

@@ -157,6 +157,26 @@ def test_rerun_skips_finished_runs(finished, capsys):
         np.testing.assert_array_equal(before[run_id], after[run_id])
 
 
+def test_runs_made_before_a_key_existed_count_as_the_same_settings(finished, tmp_path, capsys):
+    """A run stored without keys added since (here order_seed and model.trainable_layers) is
+    still complete with the same settings: their defaults are what it ran with."""
+    import shutil
+
+    import zarr
+
+    argv, results, _ = finished
+    older = tmp_path / "older.zarr"
+    shutil.copytree(results, older)
+    group = zarr.open_group(str(older), mode="a")["runs/continuous/sub-01/seed-0"]
+    config = dict(group.attrs["config"])
+    del config["order_seed"]
+    config["model"] = {k: v for k, v in config["model"].items() if k != "trainable_layers"}
+    group.attrs["config"] = config
+    at = argv.index("--results") + 1
+    assert main([*argv[:at], str(older), *argv[at + 1:]]) == 0
+    assert capsys.readouterr().out.count("already complete, skipped") == 3
+
+
 def test_changed_setting_needs_force(finished, capsys):
     argv, results, _ = finished
     assert main([*argv, "--set", "learning.lr=1e-3"]) == 2
