@@ -23,8 +23,10 @@ N_BOOT = N_PERM = 200
 BASE = {"description": "report test: two learning rates and a frozen network",
         "seeds": [0], "learning": {"lr": 1e-3, "retention": 0.9},
         "encoder": {"lags": [0, 1, 2], "warmup": 2}}
-SWEEP = {**BASE, "compare": [["fast", "frozen"], ["slow", "frozen"]],
-         "variants": {"slow": {}, "fast": {"learning": {"lr": 3e-3}}, "frozen": {"mode": "frozen"}}}
+# A grid, compared through a pattern: the store must keep the pairs it resolves to.
+SWEEP = {**BASE, "compare": [["learn,*", "frozen"]],
+         "variants": {"learn": {"grid": {"learning.lr": [1e-3, 3e-3]}}, "frozen": {"mode": "frozen"}}}
+SLOW, FAST = "learn,lr=0.001", "learn,lr=0.003"
 SINGLE = {**BASE, "variants": {"frozen": {"mode": "frozen"}}}
 PNG = b"\x89PNG\r\n\x1a\n"
 EMBEDDED = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -82,8 +84,8 @@ def test_every_figure_is_embedded_and_written(sweep_report):
     out, plots, text = sweep_report
     names = [p.name for p in plots]
     # No sweep of mode: it changes only with the frozen control, never with the rate held.
-    assert names == ["prequential", "layers", "sweep-learning.lr", "weights-fast",
-                     "weights-slow", "ceiling-sub-01", "voxel-map-sub-01"]
+    assert names == ["prequential", "layers", "sweep-learning.lr", "weights-learn_lr_0.001",
+                     "weights-learn_lr_0.003", "ceiling-sub-01", "voxel-map-sub-01"]
     embedded = EMBEDDED.findall(text)
     assert len(embedded) == len(plots) == text.count('<img src="data:image/png;base64,')
     for plot, data in zip(plots, embedded):
@@ -105,7 +107,7 @@ def test_tables_hold_the_summary_numbers(stores, sweep_report):
     summary = summarize(stores[0], n_boot=N_BOOT, n_perm=N_PERM)
     tables = _Tables(text).tables
     variants = {row[0]: row for row in tables["variants"][1:]}
-    assert sorted(variants) == ["fast", "frozen", "slow"]
+    assert sorted(variants) == ["frozen", SLOW, FAST]
     for r in summary["runs"]:
         row = variants[r["name"]]
         assert row[3] == f"{r['score']:.3f}"
@@ -113,7 +115,7 @@ def test_tables_hold_the_summary_numbers(stores, sweep_report):
         assert row[5] == f"{r['score_normalised']:.3f}"
         assert row[6] == r["best_layer"]
     comparisons = tables["comparisons"][1:]
-    assert [(c[0], c[1]) for c in comparisons] == [("fast", "frozen"), ("slow", "frozen")]
+    assert [(c[0], c[1]) for c in comparisons] == [(SLOW, "frozen"), (FAST, "frozen")]
     for row, c in zip(comparisons, summary["comparisons"]):
         assert row[2] == f"{c['delta']:+.3f}" and row[4] == f"{c['p']:.3f}"
         assert row[3] == f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
