@@ -114,6 +114,12 @@ class DaskExecutor:
         self._futures = []
         workers = self._client.scheduler_info().get("workers", {})
         threads = sum(w.get("nthreads", 1) for w in workers.values())
+        shared = sorted(a for a, w in workers.items() if w.get("nthreads", 1) > 1)
+        if shared:  # a run sets its process's torch and numpy random state and thread counts
+            self._client.close()
+            raise ValueError(f"--cluster {address}: worker(s) {', '.join(shared)} run several "
+                             "threads, and runs sharing a process would mix their random "
+                             "streams; start workers with --nthreads 1")
         self.where = f"Dask at {address} ({len(workers)} worker(s), {threads} thread(s))"
 
     def submit(self, run_id: str, fn, *args):

@@ -193,7 +193,7 @@ def resolve_scenario(raw: dict, name: str, where: str) -> Scenario:
             if isinstance(given, dict) else []
         cfg = _merge(base_cfg, given, where, f"variants.{vname}.")
         for label, point in _expand(cfg, top_grid + own, where):
-            full = ",".join(part for part in (vname, label) if part)
+            full = ",".join(part for part in (vname, label) if part) or "default"
             if full in variants:
                 raise ScenarioError(f"{where}: two variants are named {full!r}; rename one or "
                                     "change the grid")

@@ -341,3 +341,8 @@ def test_docs_scenarios_md_gives_every_key_with_its_default():
         assert key in rows, f"docs/scenarios.md has no row for {key}"
         assert rows[key] == default, f"docs/scenarios.md gives {key} the default {rows[key]!r}"
     assert rows["compare"] == []
+
+
+def test_a_grid_of_replicates_alone_keeps_the_default_variant(tmp_path):
+    scen = load_scenario(_write(tmp_path, "[grid]\nseed = [0, 1]\n"))
+    assert list(scen.variants) == ["default"] and scen.variants["default"]["seeds"] == [0, 1]
