@@ -4,6 +4,7 @@ from .ceiling import CEILING_FORMULA, noise_ceiling, normalised_score, spearman_
 from .client import EncoderClient, EncoderError, spawn_service
 from .drift import PageHinkley
 from .encoding import PrequentialEncoder
+from .hrf import convolved, glover_kernel
 from .lags import lagged
 from .monitor import Monitor
 from .ridge import OnlineRidge
@@ -13,6 +14,6 @@ from .stats import bootstrap_ci, fdr_bh, paired_bootstrap, paired_permutation_te
 
 __all__ = ["CEILING_FORMULA", "noise_ceiling", "normalised_score", "spearman_brown", "fdr_bh",
            "EncoderClient", "EncoderError", "spawn_service", "PageHinkley", "PrequentialEncoder",
-           "lagged", "Monitor",
+           "lagged", "convolved", "glover_kernel", "Monitor",
            "OnlineRidge", "PrequentialScore", "frame_stats", "pearson_from_stats", "r2_from_stats",
            "EncoderService", "bootstrap_ci", "paired_bootstrap", "paired_permutation_test", "score"]

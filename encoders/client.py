@@ -87,13 +87,24 @@ class EncoderClient:
         return self.wait(self.send(kind, fields, arrays))
 
     def open(self, run: str, layers, n_voxels: int, n_units: int, lags, alphas, warmup: int,
-             state: dict | None = None, **options) -> int:
+             state: dict | None = None, hrf: str = "fir", frame_rate_hz: float | None = None,
+             **options) -> int:
         """Start a run, or restore one from ``state`` (a tree from `snapshot`); return the trial
-        it expects next. ``options`` are the optional fields of docs/protocol.md
-        (``forgetting``, ``device``, ``dtype``, ``drift_threshold``, ``components``)."""
+        it expects next. ``hrf`` ("fir" or "glover") and ``frame_rate_hz`` (needed by "glover")
+        choose the hemodynamic design; ``options`` are the other optional fields of
+        docs/protocol.md (``forgetting``, ``device``, ``dtype``, ``drift_threshold``,
+        ``components``)."""
         fields = {"run": run, "layers": list(layers), "n_voxels": int(n_voxels),
                   "n_units": int(n_units), "lags": [int(k) for k in lags],
                   "alphas": [float(a) for a in alphas], "warmup": int(warmup), **options}
+        # Sent only when not the defaults, so a FIR open is the same message as before the
+        # fields existed (and a service that predates them takes it).
+        if hrf != "fir":
+            fields["hrf"] = hrf
+        if frame_rate_hz is not None:
+            # A numpy scalar (a store's attribute) goes as the Python number it holds.
+            fields["frame_rate_hz"] = (frame_rate_hz.item() if isinstance(frame_rate_hz, np.generic)
+                                       else frame_rate_hz)
         arrays = None
         if state is not None:
             fields["state"], flat = tree.flatten(state)

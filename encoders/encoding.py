@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .drift import PageHinkley
+from .hrf import check_hrf
 from .projection import check_components, random_projection
 from .ridge import OnlineRidge, as_tensor
 from .scores import PrequentialScore, r2_from_stats
@@ -30,6 +31,12 @@ class PrequentialEncoder:
         events by sound).
     lags : list of int
         FIR lags in frames (the hemodynamic delay is learned per voxel and lag).
+    hrf : "fir" or "glover"
+        ``"fir"`` (the default): the lags alone. ``"glover"``: each trial's features are first
+        convolved with the canonical HRF sampled at ``frame_rate_hz`` (within the trial, as the
+        lags are), then lagged (``OnlineRidge(hrf=...)``); ``lags=[0]`` is the classic GLM design.
+    frame_rate_hz : float or None
+        Brain frames per second; needed by ``hrf="glover"``.
     alphas : list of float
         Ridge penalty grid on standardised features; each voxel of each layer takes the one with
         the lowest prequential error so far (``OnlineRidge(standardize=True)``).
@@ -73,12 +80,14 @@ class PrequentialEncoder:
 
     def __init__(self, layers, n_voxels: int, n_units: int, lags=(0,), alphas=(1.0,),
                  warmup: int = 0, forgetting: float = 1.0, device: str = "cpu",
-                 dtype: str = "float32", drift_threshold: float = 50.0, components: int = 0):
+                 dtype: str = "float32", drift_threshold: float = 50.0, components: int = 0,
+                 hrf: str = "fir", frame_rate_hz: float | None = None):
         self.layers = list(layers)
         self.n_voxels = int(n_voxels)
         self.components = check_components(components)
         self.models = {name: OnlineRidge(alphas=alphas, lags=lags, forgetting=forgetting,
-                                         standardize=True, device=device, dtype=dtype)
+                                         standardize=True, device=device, dtype=dtype, hrf=hrf,
+                                         frame_rate_hz=frame_rate_hz)
                        for name in self.layers}
         # Bad settings fail here, not on the first trial; every layer's model shares them.
         _, _, self._dtype, self._device = self.models[self.layers[0]]._params()
@@ -239,6 +248,7 @@ class PrequentialEncoder:
                 if "ridge" in layer:
                     models[name] = OnlineRidge().set_params(**self.models[name].get_params())
                     models[name].load_state_dict(layer["ridge"])
+                    self._check_design(name, models[name])
                     n_features[name] = self._features_of(name, layer, models[name])
             counters = int(state["trials_seen"]), int(state["dropped_frames"])
         except (KeyError, TypeError, IndexError) as err:
@@ -258,6 +268,17 @@ class PrequentialEncoder:
         for name, n in n_features.items():
             self._set_features(name, n)
         return self
+
+    def _check_design(self, name: str, ridge: OnlineRidge) -> None:
+        """Refuse a layer's ridge state made with another hemodynamic design: its statistics
+        would be of other features, with nothing in their shapes to tell."""
+        mine = check_hrf(self.models[name].hrf, self.models[name].frame_rate_hz)
+        made = check_hrf(ridge.hrf, ridge.frame_rate_hz)
+        if mine[0] != made[0] or (mine[0] == "glover" and mine[1] != made[1]):
+            raise ValueError(f"Invalid value for the 'state' parameter. Allowed values are states "
+                             f"of an encoder with hrf={mine[0]!r}, frame_rate_hz={mine[1]!r}, but "
+                             f"got one made with hrf={made[0]!r}, frame_rate_hz={made[1]!r} "
+                             f"instead.")
 
     def _features_of(self, name: str, layer: dict, ridge: OnlineRidge) -> int:
         """The number of features layer ``name`` takes, from its part of a state: the ridge's

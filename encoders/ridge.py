@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from replay.checks import invalid_value
 
+from .hrf import check_hrf, convolved, hrf_kernel
 from .lags import check_lags, lagged
 
 __all__ = ["OnlineRidge"]
@@ -32,6 +33,8 @@ DTYPES_NP = {torch.float32: np.float32, torch.float64: np.float64}
 # The running statistics; all torch tensors on the model's device.
 _STATE = ("x_mean_", "y_mean_", "xx_", "xy_", "errors_")
 _SCALARS = ("n_samples_seen_", "n_batches_seen_", "weight_sum_", "n_features_in_")
+# Parameters added after states were first saved, with the value those states were made with.
+_STATE_DEFAULTS = {"hrf": "fir", "frame_rate_hz": None}
 
 
 def as_tensor(a, device, dtype):
@@ -77,6 +80,12 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
     lags : sequence of int >= 0
         FIR delays in rows: each call's ``X`` is one trial, expanded to ``lagged(X, lags)`` (with
         zeros before its first row), so the model sees ``n_features * len(lags)`` columns.
+    hrf : "fir" or "glover"
+        ``"fir"``: the lags alone. ``"glover"``: each call's ``X`` is first convolved with the
+        Glover HRF sampled at ``frame_rate_hz``, causally within the call
+        (``encoders.hrf.convolved``), then lagged: ``lagged(convolved(X, h), lags)``.
+    frame_rate_hz : float > 0 or None
+        Rows per second; needed by ``hrf="glover"``, ignored by ``"fir"``.
     forgetting : float in (0, 1]
         Weight kept by the past at each ``partial_fit`` call (1: nothing is forgotten).
     fit_intercept : bool
@@ -120,9 +129,11 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, alphas=(1.0,), lags=(0,), forgetting=1.0, fit_intercept=True,
-                 standardize=False, device="cpu", dtype="float32"):
+                 standardize=False, device="cpu", dtype="float32", hrf="fir", frame_rate_hz=None):
         self.alphas = alphas
         self.lags = lags
+        self.hrf = hrf
+        self.frame_rate_hz = frame_rate_hz
         self.forgetting = forgetting
         self.fit_intercept = fit_intercept
         self.standardize = standardize
@@ -158,6 +169,7 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
         if device.type == "cuda" and not torch.cuda.is_available():
             raise invalid_value("device", "'cpu' here (torch sees no CUDA device)", self.device)
         lags = check_lags(self.lags)
+        check_hrf(self.hrf, self.frame_rate_hz)
         alphas = torch.tensor([float(a) for a in values], dtype=torch.float64, device=device)
         return alphas, lags, DTYPES[self.dtype], device
 
@@ -183,7 +195,11 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
             X, y = validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32],
                                  multi_output=True, y_numeric=True)
         out_dtype = None if is_tensor else X.dtype
-        X = lagged(as_tensor(X, device, dtype), lags)
+        X = as_tensor(X, device, dtype)
+        kernel = hrf_kernel(self.hrf, self.frame_rate_hz)
+        if kernel is not None:
+            X = convolved(X, kernel)
+        X = lagged(X, lags)
         if y is not None:
             y = as_tensor(y, device, dtype)
         return X, y, out_dtype
@@ -417,6 +433,10 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
         state["alphas"] = np.asarray(self._params()[0].cpu().numpy())
         state["lags"] = np.asarray(check_lags(self.lags))
         state["one_d"] = bool(self._one_d)
+        state["hrf"], state["frame_rate_hz"] = check_hrf(self.hrf, self.frame_rate_hz)
+        for name, default in _STATE_DEFAULTS.items():
+            if state[name] == default:  # a FIR state is the same as before the options existed
+                del state[name]
         for name in _SCALARS:
             state[name] = getattr(self, name)
         for name in _STATE:
@@ -425,6 +445,8 @@ class OnlineRidge(RegressorMixin, BaseEstimator):
 
     def load_state_dict(self, state):
         """Restore what ``state_dict`` returned (onto this model's ``device``). Returns self."""
+        # States saved before the hemodynamic options existed are FIR states.
+        state = {**_STATE_DEFAULTS, **state}
         params = set(self.get_params())
         missing = sorted((params | {"one_d", *_SCALARS, *_STATE}) - set(state))
         if missing:

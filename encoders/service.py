@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -24,6 +25,7 @@ from replay import tree, wire
 from replay.security import ServerCurve, add_server_curve_arguments, check_bind, server_curve
 
 from .encoding import PrequentialEncoder
+from .hrf import HRFS
 
 log = logging.getLogger("cortexreplay.encoder")
 
@@ -37,6 +39,14 @@ MAX_RUN_NAME = 256  # characters: replies echo the name, and a header holds at m
 
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_positive_float(x) -> bool:
+    """A number that is > 0 and finite as a float (an integer beyond float range is not)."""
+    try:
+        return _is_number(x) and math.isfinite(float(x)) and x > 0
+    except OverflowError:
+        return False
 
 
 def _is_name(x) -> bool:
@@ -66,6 +76,8 @@ FIELDS = {
     "forgetting": ("a number", _is_number),
     "drift_threshold": ("a number", _is_number),
     "components": COUNT,
+    "hrf": ("'fir' or 'glover'", lambda x: isinstance(x, str) and x in HRFS),
+    "frame_rate_hz": ("a finite number > 0", lambda x: _is_positive_float(x)),
     "device": ("a string", lambda x: isinstance(x, str)),
     "dtype": ("a string", lambda x: isinstance(x, str)),
     "state": ("an object", lambda x: isinstance(x, dict)),
@@ -73,9 +85,10 @@ FIELDS = {
 REQUIRED = {"open": ("run", "layers", "n_voxels", "n_units", "lags", "alphas", "warmup"),
             "trial": ("run", "trial", "unit"), "snapshot": ("run",), "finish": ("run",)}
 # Optional fields of an 'open' request; absent, PrequentialEncoder's defaults.
-OPEN_OPTIONS = ("forgetting", "device", "dtype", "drift_threshold", "components")
+OPEN_OPTIONS = ("forgetting", "device", "dtype", "drift_threshold", "components", "hrf",
+                "frame_rate_hz")
 # Those of them that reach the encoder as floats (JSON may send 1 for 1.0); the others as sent.
-FLOAT_OPTIONS = ("forgetting", "drift_threshold")
+FLOAT_OPTIONS = ("forgetting", "drift_threshold", "frame_rate_hz")
 
 
 def check_fields(msg: wire.Message) -> dict:
@@ -91,6 +104,10 @@ def check_fields(msg: wire.Message) -> dict:
         if name in h and not ok(h[name]):
             raise ValueError(f"Invalid value for the {name!r} field of {msg.kind!r}. Allowed "
                              f"values are {allowed}, but got {h[name]!r:.60} instead.")
+    if msg.kind == "open" and h.get("hrf") == "glover" and "frame_rate_hz" not in h:
+        # The kernel is sampled at the frame rate, which only the client knows.
+        raise ValueError("an 'open' request with hrf 'glover' needs the field 'frame_rate_hz' "
+                         f"({FIELDS['frame_rate_hz'][0]}: the brain frames per second)")
     return h
 
 

@@ -344,3 +344,59 @@ def test_projection_scores_close_to_the_full_model_when_the_truth_is_low_dimensi
     assert score[0] > 0.9, score
     assert abs(score[40] - score[0]) < 0.01, score
     assert score[4] < score[0] - 0.05, score
+
+
+def _glover_trials(seed, n_trials, rate=1 / 1.49):
+    """Frames of a canonical-HRF cortex: each trial's features convolved, then read out."""
+    from encoders.hrf import convolved, glover_kernel
+
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((4, 6))
+    out = []
+    for _ in range(n_trials):
+        X = rng.standard_normal((14, 4))
+        Y = convolved(X, glover_kernel(rate)) @ W + 0.3 * rng.standard_normal((14, 6))
+        out.append((X, Y))
+    return out
+
+
+def test_a_glover_encoder_fits_a_glover_cortex_and_resumes_only_into_its_design():
+    rate = 1 / 1.49
+    trials = _glover_trials(31, 10)
+
+    def encoder(**design):
+        return PrequentialEncoder(["a"], n_voxels=6, n_units=10, lags=[0], alphas=[1.0, 100.0],
+                                  warmup=2, **design)
+
+    whole = encoder(hrf="glover", frame_rate_hz=rate)
+    first = encoder(hrf="glover", frame_rate_hz=rate)
+    expected = [whole.step(t, t, {"a": X}, Y) for t, (X, Y) in enumerate(trials)]
+    fir = encoder()
+    for t, (X, Y) in enumerate(trials):
+        fir.step(t, t, {"a": X}, Y)
+    # The right design explains the cortex; lag 0 alone without it cannot.
+    assert whole.r()["a"].mean() > 0.9 > fir.r()["a"].mean() + 0.3
+    for t, (X, Y) in enumerate(trials[:5]):
+        first.step(t, t, {"a": X}, Y)
+    state = first.state_dict()
+    assert state["layer-0"]["ridge"]["hrf"] == "glover"
+    resumed = encoder(hrf="glover", frame_rate_hz=rate).load_state_dict(state)
+    got = [resumed.step(t, t, {"a": X}, Y) for t, (X, Y) in enumerate(trials[5:], start=5)]
+    assert got == expected[5:]
+    np.testing.assert_array_equal(resumed.unit_stats(), whole.unit_stats())
+    for other, words in (({}, r"hrf='fir', frame_rate_hz=None, but got one made with "
+                              r"hrf='glover', frame_rate_hz=0\.67"),
+                         ({"hrf": "glover", "frame_rate_hz": 1.0},
+                          r"hrf='glover', frame_rate_hz=1\.0, but got")):
+        refusing = encoder(**other)
+        with pytest.raises(ValueError, match=r"^Invalid value for the 'state' parameter\. Allowed "
+                                             r"values are states of an encoder with " + words):
+            refusing.load_state_dict(state)
+        assert refusing.trials_seen == 0  # refused: nothing changed
+    with pytest.raises(ValueError, match="hrf='glover'.*but got one made with hrf='fir'"):
+        encoder(hrf="glover", frame_rate_hz=rate).load_state_dict(fir.state_dict())
+
+
+def test_a_glover_encoder_needs_the_frame_rate_when_made():
+    with pytest.raises(ValueError, match=r"'frame_rate_hz' parameter.*when hrf is 'glover'"):
+        PrequentialEncoder(["a"], n_voxels=2, n_units=1, hrf="glover")

@@ -10,6 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from encoders.hrf import convolved, glover_kernel
 from encoders.lags import lagged
 from encoders.ridge import OnlineRidge
 
@@ -141,6 +142,45 @@ def test_lags_expand_each_batch_on_its_own():
     assert model.n_features_in_ == 3 and model.coef_.shape == (4, 9)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("lags", [(0,), (0, 1)])
+def test_glover_design_equals_batch_ridge_on_the_convolved_trials_on_every_prefix(lags, dtype):
+    """hrf="glover": each trial convolved on its own (zeros before it), then lagged; the model
+    equals batch StandardScaler + Ridge on that design after every trial, at every penalty."""
+    rng = np.random.default_rng(21)
+    rate = 1 / 1.49
+    kernel = glover_kernel(rate)
+    trials = [rng.standard_normal((int(n), 3)) for n in rng.integers(6, 25, size=7)]
+    designs = [lagged(np.stack([np.convolve(X[:, j], kernel)[:len(X)] for j in range(3)], 1),
+                      lags) for X in trials]
+    W = rng.standard_normal((3 * len(lags), 4))
+    Y = [D @ W + 0.3 * rng.standard_normal((len(D), 4)) + 1.0 for D in designs]
+    model = OnlineRidge(alphas=ALPHAS, lags=lags, standardize=True, dtype=dtype, hrf="glover",
+                        frame_rate_hz=rate)
+    for k, (X, y) in enumerate(zip(trials, Y)):
+        model.partial_fit(X.astype(dtype), y.astype(dtype))
+        design, target = np.vstack(designs[:k + 1]), np.vstack(Y[:k + 1])
+        for alpha in ALPHAS:
+            ref = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(design, target)
+            _close(model.predict(trials[0].astype(dtype), alpha=alpha), ref.predict(designs[0]),
+                   dtype)
+    assert model.n_features_in_ == 3 and model.coef_.shape == (4, 3 * len(lags))
+    # Not the FIR model: the same trials without the convolution give other predictions.
+    fir = OnlineRidge(alphas=ALPHAS, lags=lags, standardize=True, dtype=dtype)
+    for X, y in zip(trials, Y):
+        fir.partial_fit(X.astype(dtype), y.astype(dtype))
+    assert not np.allclose(fir.predict(trials[0].astype(dtype)),
+                           model.predict(trials[0].astype(dtype)), rtol=1e-2)
+
+
+def test_glover_features_are_convolved_before_the_lags():
+    X = np.random.default_rng(22).standard_normal((10, 2))
+    model = OnlineRidge(lags=(0, 2), hrf="glover", frame_rate_hz=1.0, dtype="float64")
+    design, _, _ = model._inputs(X, reset=True)
+    np.testing.assert_allclose(design.numpy(), lagged(convolved(X, glover_kernel(1.0)), (0, 2)),
+                               rtol=1e-12)
+
+
 def _prequential_choice(trials, alphas):
     """The reference: at each batch after the first, every alpha's batch Ridge on the past
     predicts it; the per-target alpha with the least summed squared error, ties to the largest."""
@@ -262,6 +302,9 @@ def test_target_count_cannot_change():
     ({"dtype": "float16"}, "'dtype' parameter.*'float32' or 'float64'"),
     ({"device": "gpu"}, "'device' parameter"),
     ({"lags": [-1]}, "'lags' parameter"),
+    ({"hrf": "spm"}, "'hrf' parameter. Allowed values are 'fir' and 'glover', but got 'spm'"),
+    ({"hrf": "glover"}, "'frame_rate_hz' parameter.*when hrf is 'glover'.*but got None"),
+    ({"hrf": "glover", "frame_rate_hz": 0.0}, "'frame_rate_hz' parameter.*but got 0.0"),
 ])
 def test_bad_parameters_give_one_line_errors(params, match):
     model = OnlineRidge(**params)  # __init__ only stores
@@ -309,6 +352,24 @@ def test_state_dict_round_trip_gives_identical_predictions():
     np.testing.assert_array_equal(clone.alpha_, model.alpha_)
     with pytest.raises(ValueError, match=r"'state' parameter.*missing \['xx_'\]"):
         OnlineRidge().load_state_dict({k: v for k, v in state.items() if k != "xx_"})
+    # A FIR state has no hemodynamic keys (as before they existed) and loads as FIR.
+    assert "hrf" not in state and "frame_rate_hz" not in state and clone.hrf == "fir"
+
+
+def test_state_dict_round_trip_keeps_the_glover_design():
+    rng = np.random.default_rng(23)
+    trials = [_random(rng, n=15) for _ in range(4)]
+    model = OnlineRidge(alphas=ALPHAS, lags=(0, 1), hrf="glover", frame_rate_hz=1 / 1.49)
+    for X, Y in trials[:3]:
+        model.partial_fit(X, Y)
+    state = model.state_dict()
+    assert state["hrf"] == "glover" and state["frame_rate_hz"] == 1 / 1.49
+    clone = OnlineRidge().load_state_dict(state)  # a default (FIR) model takes the state's design
+    assert (clone.hrf, clone.frame_rate_hz) == ("glover", 1 / 1.49)
+    X, Y = trials[3]
+    np.testing.assert_array_equal(clone.predict(X), model.predict(X))
+    np.testing.assert_array_equal(clone.test_then_train(X, Y), model.test_then_train(X, Y))
+    np.testing.assert_array_equal(clone.predict(X), model.predict(X))
 
 
 def test_inputs_are_neither_mutated_nor_kept():

@@ -671,3 +671,94 @@ def test_a_reply_too_large_to_send_becomes_an_error_and_the_service_lives_on(ser
     finally:
         client.close()
     assert served_inproc.thread.is_alive()
+
+
+def _glover_trials(seed, n_trials=8, rate=1 / 1.49):
+    """(sound, features, frames) of a canonical-HRF cortex read from layer a; b is noise."""
+    from encoders.hrf import convolved, glover_kernel
+
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((3, N_VOXELS))
+    out = []
+    for t in range(n_trials):
+        Xa = rng.standard_normal((N_FRAMES, 3)).astype(np.float32)
+        Xb = rng.standard_normal((N_FRAMES, 4)).astype(np.float32)
+        Y = convolved(Xa.astype(np.float64), glover_kernel(rate)) @ W
+        out.append((t % 4, {"a": Xa, "b": Xb}, (Y + 0.3 * rng.standard_normal(Y.shape))
+                    .astype(np.float32)))
+    return out
+
+
+def test_a_glover_run_equals_a_local_glover_encoder_and_resumes_only_as_glover(served_inproc):
+    """'hrf' and 'frame_rate_hz' reach the encoder (the rate as a float); a snapshot keeps the
+    design and restores only into a run of the same one."""
+    rate = 1 / 1.49
+    trials = _glover_trials(40)
+    local = PrequentialEncoder(LAYERS, OPEN["n_voxels"], OPEN["n_units"], OPEN["lags"],
+                               OPEN["alphas"], OPEN["warmup"], hrf="glover", frame_rate_hz=rate)
+    expected = [np.array([r[n] for n in LAYERS])
+                for r in (local.step(t, s, f, Y) for t, (s, f, Y) in enumerate(trials))]
+    client = served_inproc.client()
+    try:
+        client.open("g", **OPEN, hrf="glover", frame_rate_hz=np.float64(rate))
+        got = [client.trial("g", t, *trial) for t, trial in enumerate(trials[:5])]
+        at, state = client.snapshot("g")
+        assert state["layer-0"]["ridge"]["hrf"] == "glover"
+        with pytest.raises(EncoderError, match=r"rejected 'open': Invalid value for the 'state' "
+                                               r"parameter\. Allowed values are states of an "
+                                               r"encoder with hrf='fir'"):
+            client.open("g", **OPEN, state=state)
+        assert client.open("g", **OPEN, state=state, hrf="glover", frame_rate_hz=rate) == at == 5
+        got += [client.trial("g", t, *trials[t]) for t in range(5, 8)]
+        final = client.finish("g")
+        # A frame rate sent with the FIR default is taken (and ignored): the same run as without.
+        client.open("f", **OPEN, frame_rate_hz=1)
+        fir = [client.trial("f", t, *trial) for t, trial in enumerate(trials)]
+    finally:
+        client.close()
+    np.testing.assert_array_equal(np.array(got), np.array(expected))
+    np.testing.assert_array_equal(final["r"], np.stack([local.r()[n] for n in LAYERS]))
+    np.testing.assert_array_equal(np.array(fir), np.array(_local_run(trials)[0]))
+    assert final["r"][0].mean() > np.array(fir)[-1][0]  # the right design fits better
+
+
+def test_a_default_open_is_the_message_it_was_before_the_hrf_fields(served_inproc, monkeypatch):
+    sent, send = [], EncoderClient.send
+
+    def spy(self, kind, fields=None, arrays=None):
+        sent.append(dict(fields))
+        return send(self, kind, fields, arrays)
+
+    monkeypatch.setattr(EncoderClient, "send", spy)
+    client = served_inproc.client()
+    try:
+        client.open("r", **OPEN)
+        client.open("r", **OPEN, hrf="glover", frame_rate_hz=0.5)
+    finally:
+        client.close()
+    assert "hrf" not in sent[0] and "frame_rate_hz" not in sent[0]
+    assert (sent[1]["hrf"], sent[1]["frame_rate_hz"]) == ("glover", 0.5)
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"hrf": "spm", "frame_rate_hz": 1.0},
+     r"Invalid value for the 'hrf' field of 'open'\. Allowed values are 'fir' or 'glover', but "
+     r"got 'spm' instead\."),
+    ({"hrf": ["glover"], "frame_rate_hz": 1.0}, r"'hrf' field of 'open'.*but got \['glover'\]"),
+    ({"hrf": "glover"}, r"an 'open' request with hrf 'glover' needs the field 'frame_rate_hz' "
+                        r"\(a finite number > 0"),
+    *[({"hrf": "glover", "frame_rate_hz": bad},
+       r"Invalid value for the 'frame_rate_hz' field of 'open'\. Allowed values are a finite "
+       r"number > 0, but got ") for bad in (0, -1.0, "1", True, None, 10**400)],
+    ({"frame_rate_hz": 0.0}, r"'frame_rate_hz' field of 'open'.*but got 0\.0"),
+])
+def test_bad_hrf_fields_are_refused_in_one_line(served_inproc, fields, match):
+    sock = served_inproc.raw()
+    try:
+        sock.send_multipart(wire.encode("open", {"run": "r", **OPEN, **fields}, seq=1))
+        reply = wire.recv(sock)
+    finally:
+        sock.close()
+    assert reply.kind == "error" and re.search(match, reply.header["reason"]), reply.header
+    assert "\n" not in reply.header["reason"]
+    assert served_inproc.service.runs == {} and served_inproc.service.errors == 1
