@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {"replay": set(), "encoders": {"replay"}, "simulator": {"replay", "encoders"}}
 
 
-@pytest.mark.parametrize("package", sorted(ALLOWED))
+@pytest.mark.parametrize("package", sorted(ALLOWED) + ["replay.importers"])
 def test_every_public_name_imports(package):
     module = importlib.import_module(package)
     assert module.__all__, f"{package} exports nothing"

@@ -6,11 +6,11 @@ import sys
 
 from encoders.client import EncoderError
 
-from . import (encoder, export, fake_scanner, inspect, keys, live, monitor, pretrain, report,
-               run, stimuli, summary, synth, validate)
+from . import (encoder, export, fake_scanner, import_, inspect, keys, live, monitor, pretrain,
+               report, run, stimuli, summary, synth, validate)
 
-COMMANDS = (synth, pretrain, inspect, run, summary, report, export, validate, encoder, monitor,
-            keys, fake_scanner, stimuli, live)
+COMMANDS = (synth, pretrain, import_, inspect, run, summary, report, export, validate, encoder,
+            monitor, keys, fake_scanner, stimuli, live)
 
 
 def main(argv=None) -> int:
