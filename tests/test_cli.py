@@ -87,6 +87,9 @@ def test_summary_on_an_empty_results_store(tmp_path, capsys):
     (["--sounds", "0"], "--sounds must be at least 1, got 0"),
     (["--teacher-steps", "0"], "--teacher-steps must be at least 1, got 0"),
     (["--retention", "1.5"], "0 <= --retention <= 1"),
+    (["--tr", "0"], "--tr must be > 0 (seconds per frame), got 0.0"),
+    (["--modality", "fmri", "--sounds", "3", "--sessions", "4"],
+     "--sessions must be from 1 to --sounds (3), so that each session hears its own sounds"),
 ])
 def test_synth_bad_settings(tmp_path, capsys, option, message):
     _fails(capsys, ["synth", "--out", str(tmp_path / "rec.zarr"), "--checkpoint", str(tmp_path),
