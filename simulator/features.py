@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from .model import layer_names, normalize_wave
+from .model import hidden_spaces, layer_names, model_input
 
 
 def n_brain_frames(n_samples: int, sample_rate: float, frame_rate: float,
@@ -59,13 +59,19 @@ def extract_features(model, wave, sample_rate: float, frame_rate: float,
     was_training = model.training
     model.eval()
     try:
-        x = normalize_wave(wave).to(next(model.parameters()).device)
-        out = model.wav2vec2(x, output_hidden_states=True)
+        x = model_input(model, wave)
+        spaces = hidden_spaces(model, x)
     finally:
         model.train(was_training)
-    spaces = [out.extract_features] + list(out.hidden_states[1:])
-    n_model_frames = spaces[0].shape[1]
-    pool = torch.from_numpy(pooling_matrix(n_model_frames, x.shape[1], sample_rate, frame_rate,
-                                           offset_s))
-    return {name: (pool @ h[0].float().cpu()).numpy()
-            for name, h in zip(layer_names(model), spaces)}
+    return {name: pool_frames(h[0].float(), x.shape[1], sample_rate, frame_rate, offset_s)
+            .cpu().numpy() for name, h in zip(layer_names(model), spaces)}
+
+
+def pool_frames(h: torch.Tensor, n_samples: int, sample_rate: float, frame_rate: float,
+                offset_s: float = 0.0) -> torch.Tensor:
+    """One layer's activations ``h`` (n_model_frames, n_features) of a sound of ``n_samples``,
+    averaged into brain frames (`pooling_matrix`); differentiable. Each layer has its own number
+    of model frames (SoundNet's shrink with depth; wav2vec 2.0's are all the same)."""
+    pool = torch.from_numpy(pooling_matrix(h.shape[0], n_samples, sample_rate, frame_rate,
+                                           offset_s)).to(device=h.device, dtype=h.dtype)
+    return pool @ h

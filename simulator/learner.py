@@ -128,11 +128,13 @@ class Learner:
         self.streams.load_state_dict(state["streams"])
 
     def observe(self, wave, sample_rate: float, frame_rate: float, offset_s: float = 0.0,
-                learn: bool = True) -> tuple[dict[str, np.ndarray], TrialRecord]:
+                learn: bool = True, frames=None) -> tuple[dict[str, np.ndarray], TrialRecord]:
         """One trial of the mode: the features the brain is compared with, and what learning did.
 
         ``learn=False`` reads the features and leaves the weights alone (a live run that cannot
-        keep up skips updates so; the record says ``skipped_update``).
+        keep up skips updates so; the record says ``skipped_update``). ``frames`` are the trial's
+        brain frames, for a learner that learns from them (`update`); they are never seen
+        before the features are read.
         """
         t0 = time.perf_counter()
         if not learn:
@@ -149,9 +151,16 @@ class Learner:
             return features, record
         features = self.features(wave, sample_rate, frame_rate, offset_s)
         t1 = time.perf_counter()
-        record = self.learn(wave)
+        record = self.update(wave, sample_rate, frame_rate, offset_s, frames)
         record.time_features, record.time_learn = t1 - t0, time.perf_counter() - t1
         return features, record
+
+    def update(self, wave, sample_rate: float, frame_rate: float, offset_s: float = 0.0,
+               frames=None) -> TrialRecord:
+        """Learn from one trial after its features were read: here, self-supervised on the sound
+        alone (`learn`); a learner supervised by the brain (simulator.brain_tuning) uses the
+        trial's ``frames`` too."""
+        return self.learn(wave)
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -181,22 +190,29 @@ class Learner:
         """Update on one sound according to the mode and report what changed."""
         if self.mode == "frozen":
             return TrialRecord(delta_w={name: 0.0 for name in self._layers})
-        with torch.no_grad():
-            for name, ps in self._layers.items():
-                for buffer, p in zip(self._before[name], ps):
-                    buffer.copy_(p)
+        self.mark_weights()
         steps = [ssl_step(self.model, self.optimizer, wave, self.streams, self.mask_prob,
                           self.mask_span) for _ in range(self.steps_per_sound)]
         if self.retention < 1.0:
             self._relax()
-        with torch.no_grad():
-            delta_w = {name: float(torch.sqrt(sum(((p - q) ** 2).sum()
-                                                  for p, q in zip(ps, self._before[name]))))
-                       for name, ps in self._layers.items()}
         mean = lambda key: float(np.mean([getattr(s, key) for s in steps]))  # noqa: E731
         return TrialRecord(mean("loss"), mean("contrastive"), mean("diversity"),
                            mean("perplexity"), mean("grad_norm"), sum(s.skipped for s in steps),
-                           delta_w)
+                           self.weight_change())
+
+    @torch.no_grad()
+    def mark_weights(self) -> None:
+        """Keep the weights before an update, for `weight_change`."""
+        for name, ps in self._layers.items():
+            for buffer, p in zip(self._before[name], ps):
+                buffer.copy_(p)
+
+    @torch.no_grad()
+    def weight_change(self) -> dict[str, float]:
+        """||dW|| per layer since `mark_weights`."""
+        return {name: float(torch.sqrt(sum(((p - q) ** 2).sum()
+                                           for p, q in zip(ps, self._before[name]))))
+                for name, ps in self._layers.items()}
 
     @torch.no_grad()
     def _relax(self):

@@ -281,7 +281,7 @@ class _Session:
         previous_arrival = float("nan")
         for trial, arrived, waiting in reader:
             if self.loop is None:  # the first trial tells the number of voxels
-                self._open(learner, trial.frames.shape[1])
+                self._open(learner, trial.frames.shape[1], trial.frame_rate)
             trial = replace(trial, frames=self.masker.apply(trial.frames))
             step = self.loop.step(trial, learn=waiting <= self.options.max_backlog)
             self.skipped += step.record.skipped_update
@@ -306,9 +306,10 @@ class _Session:
                 raise EncoderError(f"the encoder service stopped (exit code "
                                    f"{self.service.returncode})")
 
-    def _open(self, learner, n_voxels: int) -> None:
+    def _open(self, learner, n_voxels: int, frame_rate: float) -> None:
         spec = self.plan.spec
-        open_encoder(self.client, self.session, self.layers, n_voxels, 0, spec.config["encoder"])
+        open_encoder(self.client, self.session, self.layers, n_voxels, 0, spec.config["encoder"],
+                     frame_rate_hz=frame_rate)
         self.loop = TrialLoop(learner, self.client, self.session, self.layers)
         where = getattr(self.source, "where", "") or type(self.source).__name__
         self.writer = RunWriter(self.plan.root, spec.run_id, run_attrs(

@@ -1,7 +1,10 @@
 """The learning network: wav2vec 2.0 (transformers) built from a named size or loaded from disk.
 
 Layer names used everywhere downstream: ``"cnn"`` is the convolutional feature encoder's output
-and ``"layer_k"`` the output of transformer block k (1-based).
+and ``"layer_k"`` the output of transformer block k (1-based). A SoundNet (simulator.soundnet)
+names its own layers (``"conv1"`` ... ``"conv7"``); `layer_names`, `layer_modules`,
+`model_input` and `hidden_spaces` answer for either network, so the rest of the code does not
+care which one it holds.
 """
 from __future__ import annotations
 
@@ -97,13 +100,22 @@ def load_model(name_or_dir: str) -> Wav2Vec2ForPreTraining:
                          "(make one with 'cortexreplay pretrain --out DIR')") from None
 
 
-def layer_names(model: Wav2Vec2ForPreTraining) -> list[str]:
+def names_its_layers(model) -> bool:
+    """Whether ``model`` names its own layers (a SoundNet) rather than being a wav2vec 2.0."""
+    return callable(getattr(model, "layer_modules", None))
+
+
+def layer_names(model) -> list[str]:
     """Names of the feature spaces the model exposes, shallow to deep."""
+    if names_its_layers(model):
+        return model.layer_names()
     return ["cnn"] + [f"layer_{k}" for k in range(1, model.config.num_hidden_layers + 1)]
 
 
-def layer_modules(model: Wav2Vec2ForPreTraining) -> dict[str, torch.nn.Module]:
+def layer_modules(model) -> dict[str, torch.nn.Module]:
     """The module whose parameters belong to each named layer (for per-layer weight change)."""
+    if names_its_layers(model):
+        return model.layer_modules()
     w2v = model.wav2vec2
     modules = {"cnn": w2v.feature_extractor}
     for k, block in enumerate(w2v.encoder.layers, start=1):
@@ -161,6 +173,22 @@ def normalize_wave(wave) -> torch.Tensor:
     """
     x = torch.as_tensor(wave, dtype=torch.float32).reshape(1, -1)
     return (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
+
+
+def model_input(model, wave) -> torch.Tensor:
+    """``wave`` as the network takes it, (1, n_samples) on the model's device: wav2vec 2.0's
+    normalisation (`normalize_wave`), or SoundNet's own scaling."""
+    x = model.normalize(wave) if names_its_layers(model) else normalize_wave(wave)
+    return x.to(next(model.parameters()).device)
+
+
+def hidden_spaces(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every named layer's activations to ``x`` (from `model_input`), in `layer_names` order,
+    each (1, n_model_frames, n_features); with autograd when the caller has it on."""
+    if names_its_layers(model):
+        return model.hidden_states(x)
+    out = model.wav2vec2(x, output_hidden_states=True)
+    return [out.extract_features] + list(out.hidden_states[1:])
 
 
 AUTOCAST = ("none", "bfloat16")  # `model.autocast`: the precision of the network's forward passes

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +61,21 @@ DIMS = {"r": ("layer", "voxel"), "r2": ("layer", "voxel"), "alpha": ("layer", "v
         "event_stats": ("layer", "event", "stat", "voxel"),
         # ||dW|| covers every layer of the model, the encoder only the scored ones: two dimensions,
         # or a run scoring some layers would not open in xarray (conflicting sizes of "layer").
-        "delta_w": ("trial", "delta_w_layer"), "trial_r": ("trial", "layer")}
+        "delta_w": ("trial", "delta_w_layer"), "trial_r": ("trial", "layer"),
+        # heldout/: a brain-aligned run's sums per held-out trial (simulator.brain_tuning)
+        "sse": ("network", "heldout_trial", "voxel"), "sum_y": ("heldout_trial", "voxel"),
+        "sum_y2": ("heldout_trial", "voxel"), "count": ("heldout_trial", "voxel"),
+        "heldout/stimulus": ("heldout_trial",), "heldout/event": ("heldout_trial",),
+        # probe/: the downstream linear probe (simulator.probe)
+        "correct": ("probe_layer", "probe_sound"), "cv_accuracy": ("probe_layer",),
+        "label": ("probe_sound",)}
+SECTIONS = ("trials", "scores", "heldout", "probe")  # a run's groups of arrays
 DRIFT_FIELDS = ("layer", "trial", "voxel")  # the columns of scores/drift
 # The label arrays (xarray's coordinates) of a run's dimensions: labels named by a run attribute,
 # and fixed ones.
 COORD_ATTRS = {"layer": "layers", "delta_w_layer": "delta_w_layers"}
-FIXED_COORDS = {"stat": STAT_NAMES, "field": DRIFT_FIELDS}
+FIXED_COORDS = {"stat": STAT_NAMES, "field": DRIFT_FIELDS,
+                "network": ("brain-aligned", "frozen", "random")}  # simulator.modes.HELDOUT_NETWORKS
 COORDS = (*COORD_ATTRS, *FIXED_COORDS)
 
 
@@ -91,6 +100,7 @@ class RunResult:
     attrs: dict
     trials: dict[str, np.ndarray]
     scores: dict[str, np.ndarray]
+    sections: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # heldout, probe
 
 
 def provenance() -> dict:
@@ -137,6 +147,9 @@ def write_run(root, result: RunResult) -> None:
     writer = RunWriter(root, result.run_id, result.attrs)
     for name, value in result.trials.items():
         writer.write("trials", name, value)
+    for section, arrays in result.sections.items():
+        for name, value in arrays.items():
+            writer.write(section, name, value)
     writer.finish(result.scores)
 
 
@@ -158,7 +171,7 @@ class RunWriter:
     def write(self, section: str, name: str, value) -> None:
         value = np.asarray(value)
         arr = self.group.create_array(f"{section}/{name}", shape=value.shape, dtype=value.dtype,
-                                      dimension_names=_dims(name, value.ndim))
+                                      dimension_names=_dims(name, value.ndim, section))
         arr[...] = value
 
     def append_trial(self, record: dict) -> None:
@@ -185,7 +198,9 @@ class RunWriter:
         self.group.attrs["complete"] = True
 
 
-def _dims(name: str, ndim: int) -> tuple:
+def _dims(name: str, ndim: int, section: str = "trials") -> tuple:
+    if f"{section}/{name}" in DIMS:
+        return DIMS[f"{section}/{name}"]
     if name.startswith("pooled/"):  # layers differ in width: one feature dimension per layer
         return ("trial", f"{name.split('/', 1)[1]}_feature")[:ndim]
     return DIMS.get(name, ("trial",) + tuple(f"dim_{i}" for i in range(1, ndim)))[:ndim]
@@ -195,7 +210,7 @@ def _write_coords(group) -> None:
     """A label array for each dimension of COORDS that the run's ``trials`` or ``scores`` use,
     where the labels match its length (xarray reads them as coordinates)."""
     labels = {**{dim: group.attrs.get(attr) for dim, attr in COORD_ATTRS.items()}, **FIXED_COORDS}
-    for section in ("trials", "scores"):
+    for section in SECTIONS:
         if section not in group:
             continue
         sizes = {dim: n for _, a in group[section].arrays()
@@ -223,8 +238,10 @@ def run_groups(path: str | Path) -> list:
 
 
 def read_runs(path: str | Path) -> list[dict]:
-    """Every complete run: its attrs plus ``trials`` and ``scores`` as numpy arrays."""
-    return [{**dict(run.attrs), "trials": _arrays(run["trials"]), "scores": _arrays(run["scores"])}
+    """Every complete run: its attrs plus ``trials`` and ``scores`` (and the ``heldout`` and
+    ``probe`` sections of the runs that have them) as numpy arrays."""
+    return [{**dict(run.attrs), **{section: _arrays(run[section]) for section in SECTIONS
+                                   if section in run}}
             for run in run_groups(path)]
 
 

@@ -27,9 +27,11 @@ from replay.security import ClientCurve
 from replay.store import open_recording
 from replay.trials import nonfinite_voxels, repeated_responses, replay_session
 
-from .modes import build_learner
-from .model import layer_names
-from .pretrain import load_checkpoint
+from .brain_tuning import resolve_layer
+from .modes import BRAIN_MODES, SELF_SUPERVISED, alignment_sessions, build_learner, load_network
+from .model import layer_names, names_its_layers
+from .probe import run_probe
+from .soundnet import SAMPLE_RATE as SOUNDNET_RATE
 from .alignment import pattern_drift
 from .executors import DaskExecutor, LocalExecutor
 from .progress import SweepProgress
@@ -86,7 +88,7 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: Ru
     cfg = spec.config
     parent = os.getppid()
     recording = open_recording(store, validate=False)  # the parent validated it
-    learner = build_learner(cfg, spec.seed, recording)
+    learner = build_learner(cfg, spec.seed, recording, subject=spec.subject)
     layers, _ = scored_layers(cfg, learner.model)
     session = cfg["data"]["session"]
     n_events = len(recording.events(spec.subject, session))
@@ -106,7 +108,8 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: Ru
     session_key = f"{spec.run_id}@{digest(results or uuid.uuid4().hex)}"
     # Per-*event* scores (the resampling unit is regrouped into sounds by the summary), so runs
     # that replay the same events in different orders can be compared on the same scored trials.
-    expected = open_encoder(client, session_key, layers, n_voxels, n_events, enc, encoder_state)
+    expected = open_encoder(client, session_key, layers, n_voxels, n_events, enc, encoder_state,
+                            recording.frame_rate(spec.subject, session))
     if expected != start:
         raise EncoderError(f"the encoder restored run {spec.run_id} at trial {expected}, but its "
                            f"checkpoint is at trial {start}")
@@ -129,7 +132,22 @@ def _execute_run(spec: RunSpec, store: str, endpoint: str, progress, options: Ru
     client.close()
     attrs = run_attrs(spec, layers, loop.all_layers, str(store), n_events, int(masked.sum()),
                       int(final["dropped_frames"]))
-    return RunResult(spec.run_id, attrs, rows, final_scores(final, masked))
+    return RunResult(spec.run_id, attrs, rows, final_scores(final, masked),
+                     mode_sections(cfg, learner, attrs))
+
+
+def mode_sections(cfg: dict, learner, attrs: dict) -> dict[str, dict[str, np.ndarray]]:
+    """What a run keeps beside its trials and scores: a brain-aligned run's held-out sums
+    (``heldout``, its training history in ``attrs["alignment"]``), and the downstream probe of
+    the network as the run left it (``probe``, its summary in ``attrs["probe_summary"]``, when
+    ``probe.sounds`` > 0)."""
+    sections = {}
+    if getattr(learner, "heldout", None) is not None:
+        sections["heldout"] = learner.heldout
+        attrs["alignment"] = learner.alignment
+    if cfg["probe"]["sounds"] > 0:
+        sections["probe"], attrs["probe_summary"] = run_probe(learner.model, cfg)
+    return sections
 
 
 def run_attrs(spec: RunSpec, layers, all_layers, store: str, n_events: int,
@@ -144,10 +162,13 @@ def run_attrs(spec: RunSpec, layers, all_layers, store: str, n_events: int,
 
 
 def open_encoder(client: EncoderClient, session_key: str, layers, n_voxels: int, n_units: int,
-                 enc: dict, state=None) -> int:
-    """Open a run's session with the scenario's ``encoder`` settings; return its next trial."""
+                 enc: dict, state=None, frame_rate_hz: float | None = None) -> int:
+    """Open a run's session with the scenario's ``encoder`` settings; return its next trial.
+    ``frame_rate_hz`` samples the canonical HRF (``encoder.hrf = "glover"``)."""
+    glover = enc.get("hrf", "fir") != "fir"
     return client.open(session_key, layers, n_voxels, n_units, enc["lags"], enc["alphas"],
-                       enc["warmup"], state=state,
+                       enc["warmup"], state=state, hrf=enc.get("hrf", "fir"),
+                       frame_rate_hz=frame_rate_hz if glover else None,
                        **{k: enc[k] for k in ("forgetting", "device", "dtype", "drift_threshold",
                                               "components")})
 
@@ -279,6 +300,12 @@ def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
         cfg["data"]["store"] = str(store)  # the store actually replayed, stored with each run
     specs = scenario.runs(recording.subjects)
     check_runs(scenario, specs)
+    for spec in specs:
+        if spec.config["mode"] == "brain-aligned":
+            try:
+                alignment_sessions(spec.config, recording, spec.subject)
+            except ValueError as err:
+                raise ScenarioError(f"{scenario.path}: variant {spec.variant!r}: {err}") from None
     root = open_results(results, scenario.raw, scenario.compare)
     # The non-finite policy's mask: one scan per session, for its ceiling and all its runs.
     masks = {}
@@ -331,14 +358,44 @@ def check_runs(scenario: Scenario, specs) -> None:
     if "" in checkpoints:
         raise ScenarioError(f"{scenario.path}: model.checkpoint is not set (set it in the file or "
                             "with --set model.checkpoint=DIR)")
-    names = {ckpt: layer_names(load_checkpoint(ckpt)[0]) for ckpt in checkpoints}
+    models = {ckpt: load_network(ckpt)[0] for ckpt in checkpoints}
+    names = {ckpt: layer_names(model) for ckpt, model in models.items()}
     for spec in specs:
+        _check_network(scenario.path, spec, models[spec.config["model"]["checkpoint"]])
         trainable = spec.config["model"]["trainable_layers"]
         unknown = sorted(set(trainable) - set(names[spec.config["model"]["checkpoint"]]) - {"all"})
         if unknown or ("all" in trainable and len(trainable) > 1):
             raise ScenarioError(f"{scenario.path}: variant {spec.variant!r}: model.trainable_layers "
                                 f"is {trainable}; give [\"all\"] or names among "
                                 f"{names[spec.config['model']['checkpoint']]}")
+
+
+def _check_network(where: str, spec: RunSpec, model) -> None:
+    """A run's mode and settings against its network: SoundNet has no self-supervised loss and
+    hears 22 050 Hz; the brain modes choose what learns with ``alignment.*``."""
+    cfg, mode = spec.config, spec.config["mode"]
+    what = f"{where}: variant {spec.variant!r}"
+    if names_its_layers(model):
+        if mode in SELF_SUPERVISED:
+            raise ScenarioError(f"{what}: mode {mode!r} learns with wav2vec 2.0's self-supervised "
+                                "loss, which SoundNet lacks; use frozen, random, brain-aligned or "
+                                "brain-continuous, or a wav2vec 2.0 checkpoint")
+        if cfg["model"]["sample_rate"] != SOUNDNET_RATE:
+            raise ScenarioError(f"{what}: SoundNet hears {SOUNDNET_RATE} Hz audio, but "
+                                f"model.sample_rate is {cfg['model']['sample_rate']}; set "
+                                f"model.sample_rate = {SOUNDNET_RATE}")
+    if mode in BRAIN_MODES:
+        if cfg["model"]["trainable_layers"] != ["all"]:
+            raise ScenarioError(f"{what}: mode {mode!r} chooses the layers that learn with "
+                                "alignment.train_from and alignment.layer; leave "
+                                "model.trainable_layers at [\"all\"]")
+        try:
+            top = resolve_layer(model, cfg["alignment"]["layer"], "alignment.layer")
+            first = resolve_layer(model, cfg["alignment"]["train_from"], "alignment.train_from")
+        except ValueError as err:
+            raise ScenarioError(f"{what}: {err}") from None
+        if cfg["alignment"]["train_from"] != "last" and first > top:
+            raise ScenarioError(f"{what}: alignment.train_from lies above alignment.layer")
 
 
 def scored_layers(cfg: dict, model) -> tuple[list[str], list[str]]:

@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from encoders.hrf import HRFS
 from replay.checks import allowed_values
 from replay.ordering import ORDERS
 
@@ -59,8 +60,25 @@ DEFAULTS = {
         "mask_span": 3,
         "offline_epochs": 1,       # the offline mode's passes over the recording's sounds
     },
+    "alignment": {                 # the brain modes (brain-aligned, brain-continuous)
+        "layer": "last",           # the layer the head reads ("last": the deepest)
+        "train_from": "last",      # first layer that learns, up to `layer` ("last": `layer` alone)
+        "kernel": 5,               # the head's causal temporal kernel, in brain frames
+        "head_lr": 1e-3,           # AdamW rate of the head (the network's is learning.lr)
+        "sessions": ["others"],    # brain-aligned: training sessions ("others": all but data.session)
+        "validation_fraction": 0.2,  # of the training sessions' sounds, for early stopping
+        "epochs": 20,              # brain-aligned: most passes over the training trials
+        "patience": 3,             # epochs without a better validation loss before stopping
+    },
+    "probe": {                     # downstream check: linear probe of sound categories
+        "sounds": 0,               # synthetic sounds to probe with (0: no probe)
+        "duration_s": 2.0,
+        "seed": 12345,             # of the probe's corpus (other sounds than the recording's)
+        "test_fraction": 0.5,      # held-out share of the sounds, stratified by category
+    },
     "encoder": {
         "lags": [0, 1, 2, 3, 4, 5],  # FIR lags in frames
+        "hrf": "fir",              # fir: lags alone; glover: features convolved with the canonical HRF, then lagged
         # ridge penalties on standardised features; each voxel takes the one with the least
         # prequential error so far (encoders.OnlineRidge)
         "alphas": [1.0, 10.0, 100.0, 1000.0, 10000.0],
@@ -73,12 +91,16 @@ DEFAULTS = {
         "dtype": "float32",        # precision of the voxel-sized statistics
     },
 }
-CHOICES = {"mode": RUN_MODES, "order": ORDERS, "dtype": ("float32", "float64"), "autocast": AUTOCAST}
-NONEMPTY = ("alphas", "lags", "seeds", "subjects", "layers", "trainable_layers")
-DISTINCT = ("alphas", "lags", "seeds", "subjects", "layers", "trainable_layers")
+CHOICES = {"mode": RUN_MODES, "order": ORDERS, "dtype": ("float32", "float64"), "autocast": AUTOCAST,
+           "hrf": HRFS}
+NONEMPTY = ("alphas", "lags", "seeds", "subjects", "layers", "trainable_layers", "sessions")
+DISTINCT = ("alphas", "lags", "seeds", "subjects", "layers", "trainable_layers", "sessions")
 MINIMUM = {"order_seed": -1, "threads": 1, "sample_rate": 1, "steps_per_sound": 1, "mask_span": 1,
-           "forgetting": 1e-6, "drift_threshold": 1e-9, "offline_epochs": 1}
-MAXIMUM = {"forgetting": 1.0, "retention": 1.0, "mask_prob": 1.0}
+           "forgetting": 1e-6, "drift_threshold": 1e-9, "offline_epochs": 1, "kernel": 1,
+           "head_lr": 1e-12, "epochs": 1, "patience": 1, "sounds": 0, "duration_s": 0.05,
+           "validation_fraction": 1e-6, "test_fraction": 1e-6}
+MAXIMUM = {"forgetting": 1.0, "retention": 1.0, "mask_prob": 1.0, "validation_fraction": 0.99,
+           "test_fraction": 0.99}
 TOP_ONLY = ("variants", "compare", "grid")
 # Grid keys that are the runs' replicates, not variants: the summary pools them.
 REPLICATES = {"seed": "seeds", "seeds": "seeds", "subject": "data.subjects",

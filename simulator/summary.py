@@ -23,6 +23,7 @@ from encoders.stats import (bootstrap_ci, fdr_bh, paired_bootstrap, paired_permu
 from replay.trials import MAX_NONFINITE_FRACTION
 
 from .alignment import drift_alignment, weight_gain_alignment
+from .brain_summary import format_lines, heldout_rows, probe_rows
 from .results import read_runs, read_subject_arrays, results_attrs
 
 MIN_CEILING = 0.1  # voxels below this ceiling are left out of normalised scores
@@ -213,6 +214,8 @@ def summarize(path, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0) -> di
                        "layers": drift_alignment(r, brain_drift[r["subject"]], n_perm, seed)}
                       for r in runs if r["subject"] in brain_drift and r["mode"] in LEARNING_MODES
                       and all(f"pooled/{layer}" in r["trials"] for layer in r["layers"])],
+            "heldout": heldout_rows(by_variant, n_sounds, n_boot, seed),
+            "probe": probe_rows(by_variant),
             "ceiling": {s: {"mean": float(np.nanmean(c)), "formula": CEILING_FORMULA,
                             "n_below_min": int((c < MIN_CEILING).sum())}
                         for s, c in ceilings.items()},
@@ -384,4 +387,5 @@ def format_table(summary: dict) -> str:
         for d in summary["drift"]:
             cells = " ".join(f"{k}={v['r']:+.2f}(p={v['p']:.3f})" for k, v in d["layers"].items())
             lines.append(f"  {d['variant']}/{d['subject']}/seed-{d['seed']}: {cells}")
+    lines += format_lines(summary)
     return "\n".join(lines)

@@ -82,7 +82,8 @@ class TrialLoop:
         sent for scoring."""
         t0 = time.perf_counter()
         features, record = self.learner.observe(trial.waveform, trial.sample_rate,
-                                                trial.frame_rate, trial.offset_s, learn=learn)
+                                                trial.frame_rate, trial.offset_s, learn=learn,
+                                                frames=trial.frames)
         t1 = time.perf_counter()
         aligned = {name: align(features[name], len(trial.frames)) for name in self.layers}
         # Pipelined: the encoder scores this trial while the learner takes the next sound; the

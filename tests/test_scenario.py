@@ -110,7 +110,8 @@ def test_scalars_promote_to_lists_and_ints_to_floats(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("mode = 'frozn'\n", r"invalid value for 'mode'\. Allowed values are 'frozen', 'continuous', "
-                         r"'reset', 'random' and 'offline', but got 'frozn' instead\."),
+                         r"'reset', 'random', 'offline', 'brain-aligned' and 'brain-continuous', but got 'frozn' "
+                         r"instead\."),
     ("[variants.x]\norder = 'shuffle'\n",
      r"invalid value for 'variants\.x\.order'\. Allowed values are 'recorded', 'shuffled', "
      r"'reversed' and 'blocked', but got 'shuffle' instead\."),
