@@ -55,8 +55,8 @@ def glover_kernel(frame_rate_hz: float, length_s: float = GLOVER_LENGTH_S) -> np
     # Imported here: nilearn is slow to import and only glover designs need it.
     from nilearn.glm.first_level import glover_hrf
 
-    kernel = np.asarray(glover_hrf(t_r=1.0 / frame_rate_hz, oversampling=1, time_length=length_s),
-                        dtype=np.float64)
+    # Positional: the first parameter is `tr` before nilearn 0.11 and `t_r` since.
+    kernel = np.asarray(glover_hrf(1.0 / frame_rate_hz, 1, length_s), dtype=np.float64)
     kernel.flags.writeable = False  # cached and shared: nobody may change it
     return kernel
 
