@@ -42,7 +42,8 @@ def linear_probe(embeddings: dict[str, np.ndarray], labels, test_fraction: float
                  seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
     """Fit and test a linear probe per layer; returns the arrays a results store keeps
     (``correct``: (layer, held-out sound) bool, ``cv_accuracy`` per layer, ``label`` of each
-    held-out sound) and a summary (chosen layer, its held-out accuracy and interval).
+    held-out sound as an index into the summary's ``categories``) and a summary (chosen layer,
+    its held-out accuracy and interval).
 
     >>> rng = np.random.default_rng(0)
     >>> labels = np.repeat(["a", "b"], 20)
@@ -70,10 +71,12 @@ def linear_probe(embeddings: dict[str, np.ndarray], labels, test_fraction: float
     best = int(np.argmax(cv))  # chosen on the training sounds alone
     k, n = int(correct[best].sum()), len(test)
     low, high = wilson_interval(k, n)
+    categories = sorted(set(labels.tolist()))
     summary = {"layer": names[best], "accuracy": k / n, "ci": [low, high], "correct": k,
-               "n_test": n, "n_train": len(train), "layers": names,
-               "categories": sorted(set(labels.tolist()))}
-    return {"correct": correct, "cv_accuracy": cv, "label": labels[test].astype(str)}, summary
+               "n_test": n, "n_train": len(train), "layers": names, "categories": categories}
+    # Labels as indices into the summary's categories: Zarr v3 has no stable string dtype yet.
+    label = np.searchsorted(categories, labels[test]).astype(np.int64)
+    return {"correct": correct, "cv_accuracy": cv, "label": label}, summary
 
 
 def run_probe(model, cfg: dict) -> tuple[dict[str, np.ndarray], dict]:

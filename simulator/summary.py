@@ -335,13 +335,14 @@ def format_table(summary: dict) -> str:
     """The summary as an aligned text table."""
     # Grid variants have long names (continuous,lr=1e-05,...): the name columns fit the longest.
     w = max([24] + [len(r["name"]) + 2 for r in summary["runs"]])
-    lines = [f"{'run':<{w}}{'mode':<12}{'order':<10}{'score':>7}  {'95% CI':<18}{'/ceil':>6}  "
+    m = max([12] + [len(r["mode"]) + 2 for r in summary["runs"]])  # brain-continuous is long
+    lines = [f"{'run':<{w}}{'mode':<{m}}{'order':<10}{'score':>7}  {'95% CI':<18}{'/ceil':>6}  "
              f"{'best':<9}layers"]
     for r in summary["runs"]:
         layers = " ".join(f"{k}={v:.3f}" for k, v in r["layers"].items())
         ci = f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
         norm = "-" if r.get("score_normalised") is None else f"{r['score_normalised']:.3f}"
-        lines.append(f"{r['name']:<{w}}{r['mode']:<12}{r['order']:<10}{r['score']:>7.3f}  {ci:<18}"
+        lines.append(f"{r['name']:<{w}}{r['mode']:<{m}}{r['order']:<10}{r['score']:>7.3f}  {ci:<18}"
                      f"{norm:>6}  {r['best_layer']:<9}{layers}")
     if summary["comparisons"]:
         lines += ["", f"{'a':<{w}}{'b':<{w}}{'delta':>8}  {'95% CI (paired)':<20}{'p':>7}"]
