@@ -9,7 +9,7 @@ CLI := $(VENV)/bin/cortexreplay
 STAMP := $(VENV)/.installed
 DEMO := demo
 
-.PHONY: demo test bench clean-demo
+.PHONY: demo brain-demo test bench clean-demo
 
 # torch==2.13.0 goes first: an unpinned torch pulled in by another package would resolve a
 # multi-GB CUDA build. The stamp makes a second `make` skip the install when nothing changed.
@@ -34,6 +34,17 @@ demo: $(STAMP) $(DEMO)/recording.zarr/zarr.json
 		--set model.checkpoint=$(DEMO)/checkpoint
 	$(CLI) summary $(DEMO)/results.zarr --json > $(DEMO)/summary.json
 	$(CLI) summary $(DEMO)/results.zarr
+
+# An fMRI recording (100 parcels at TR 1.49 s, 4 sessions of their own sounds) for the
+# brain-aligned modes, from the demo's checkpoint.
+$(DEMO)/fmri.zarr/zarr.json: $(DEMO)/checkpoint/pretrain.json
+	$(CLI) synth --out $(DEMO)/fmri.zarr --checkpoint $(DEMO)/checkpoint --seed 0 --force --modality fmri \
+		--sounds 48 --duration 2 --subjects 1 --voxels 100 --repeats 2 --plasticity 3e-3 --retention 0.9 --snr 1
+
+brain-demo: $(STAMP) $(DEMO)/fmri.zarr/zarr.json
+	$(CLI) run scenarios/brain_aligned.toml --store $(DEMO)/fmri.zarr --results $(DEMO)/brain.zarr \
+		--set model.checkpoint=$(DEMO)/checkpoint
+	$(CLI) summary $(DEMO)/brain.zarr
 
 bench: $(STAMP)
 	$(PY) -m bench

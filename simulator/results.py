@@ -15,6 +15,14 @@ results.zarr/  attrs: format="cortexreplay.results", version, scenario (as read)
                                  Page-Hinkley test on a voxel's 1 − R² per trial fired
     scores/event_stats           (n_layers, n_events, 6, n_voxels) per recorded event: the sums
                                  n, Σp, Σo, Σp², Σo², Σpo over its scored frames (encoders.scores)
+    heldout/sse                  brain-aligned runs: (network, heldout_trial, voxel) Σ(y − p)² per
+                                 held-out trial of the aligned, frozen+head and random+head networks
+    heldout/{sum_y,sum_y2,count} (heldout_trial, voxel) Σy, Σy², n of those trials' finite frames;
+                                 heldout/{stimulus,event} name them (encoders.heldout; run attr
+                                 alignment: networks, sessions, training history)
+    probe/correct                (probe_layer, probe_sound) the downstream probe's held-out sounds
+                                 classified right, per layer; probe/cv_accuracy, probe/label (run
+                                 attr probe_summary: the chosen layer, accuracy, interval)
   ceilings/<subject>   (n_voxels,) noise ceiling of the subject's replayed session; attrs formula,
                                    session, n_sounds, n_repeats (encoders.ceiling)
   brain_drift/<subject> (n_stimuli,) 1 − corr of the brain's patterns between a sound's first two

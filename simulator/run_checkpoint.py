@@ -32,6 +32,8 @@ from safetensors.numpy import save_file
 
 from replay.tree import flatten, unflatten
 
+from .scenario import with_defaults
+
 FORMAT = "cortexreplay.checkpoint"
 VERSION = 1
 
@@ -92,7 +94,9 @@ class RunCheckpoint:
         if header.get("format") != FORMAT or header.get("version") != str(VERSION):
             raise CheckpointError(f"{self.path.name}: not a version {VERSION} {FORMAT} file; "
                                   "pass --force to start the run over")
-        if json.loads(header["config"]) != json.loads(json.dumps(config)):
+        # Keys added since the checkpoint was made count at their defaults (as for stored runs).
+        saved = with_defaults(json.loads(header["config"]))
+        if saved != with_defaults(json.loads(json.dumps(config))):
             raise CheckpointError(f"the checkpoint of run {self.run_id} was made with other "
                                   "settings; resume with the same scenario, or pass --force to "
                                   "start it over")

@@ -3,6 +3,7 @@
 CI runs one seeded chain of kills (the run, the encoder service, both) on the tiny recording;
 ``CORTEXREPLAY_KILLS=N`` runs N chains (the full-size check of the README).
 """
+import copy
 import os
 import re
 import signal
@@ -147,6 +148,20 @@ def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch)
     assert trial == 4 and state["rows"]["loss"].tolist() == [0, 1, 2, 3]
     assert [p.name for p in tmp_path.joinpath("checkpoints").iterdir()
             if "tmp" in p.name] == []
+
+
+def test_a_checkpoint_made_before_a_key_existed_resumes_with_its_default(tmp_path):
+    from simulator.scenario import DEFAULTS
+
+    cfg = copy.deepcopy(DEFAULTS)
+    older = {k: v for k, v in copy.deepcopy(DEFAULTS).items() if k != "probe"}
+    del older["encoder"]["hrf"]
+    ckpt = RunCheckpoint(tmp_path, "v/s/seed-0")
+    ckpt.save(2, {"x": np.ones(3)}, config=older)
+    assert ckpt.load(config=cfg)[0] == 2
+    cfg["encoder"]["hrf"] = "glover"  # a setting other than the default is another run
+    with pytest.raises(CheckpointError, match="made with other settings"):
+        ckpt.load(config=cfg)
 
 
 def test_a_torn_or_foreign_checkpoint_gets_one_line(tmp_path):
