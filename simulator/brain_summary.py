@@ -16,6 +16,9 @@ from .probe import wilson_interval
 
 NETWORK_LABELS = {"brain-aligned": "brain-aligned", "frozen": "frozen+head",
                   "random": "random+head"}
+# Below this many held-out sounds, resampling them with replacement shrinks the pooled variance
+# and biases resampled R² low: the percentile interval then says little.
+MIN_HELDOUT_SOUNDS = 10
 
 
 def _per_sound(values: np.ndarray, stimulus: np.ndarray, n_sounds: int) -> np.ndarray:
@@ -62,10 +65,14 @@ def probe_rows(by_variant: dict) -> list[dict]:
         k = sum(int(r["probe"]["correct"][r["probe_summary"]["layers"].index(
             r["probe_summary"]["layer"])].sum()) for r in runs)
         n = sum(int(r["probe_summary"]["n_test"]) for r in runs)
+        # Every layer's held-out accuracy too: the chosen one may be a layer that did not learn.
+        names = runs[0]["probe_summary"]["layers"]
+        by_layer = {name: float(np.mean(np.concatenate([r["probe"]["correct"][i] for r in runs])))
+                    for i, name in enumerate(names)}
         layers = sorted({r["probe_summary"]["layer"] for r in runs})
         rows.append({"variant": name, "mode": runs[0]["mode"], "accuracy": k / n,
                      "ci95": list(wilson_interval(k, n)), "correct": k, "n_test": n,
-                     "layers": layers, "n_runs": len(runs),
+                     "layers": layers, "by_layer": by_layer, "n_runs": len(runs),
                      "chance": 1.0 / len(runs[0]["probe_summary"]["categories"])})
     return rows
 
@@ -89,12 +96,17 @@ def format_lines(summary: dict) -> list[str]:
             lines.append(f"  {'':<{w}}{deltas}  ({r['n_sounds']} sounds, {r['n_runs']} run(s), "
                          f"trained on sessions {', '.join(r['sessions'])}; best epochs "
                          f"{r['best_epochs']})")
+            if r["n_sounds"] < MIN_HELDOUT_SOUNDS:
+                lines.append(f"  {'':<{w}}(fewer than {MIN_HELDOUT_SOUNDS} held-out sounds: the "
+                             "intervals are not reliable; hold out a longer session)")
     if summary.get("probe"):
         w = max([16] + [len(r["variant"]) + 2 for r in summary["probe"]])
         lines += ["", "downstream linear probe of sound categories on held-out sounds "
                       "(accuracy, Wilson 95% CI):"]
         for r in summary["probe"]:
+            per_layer = " ".join(f"{k}={v:.2f}" for k, v in r["by_layer"].items())
             lines.append(f"  {r['variant']:<{w}}{r['accuracy']:.3f} [{r['ci95'][0]:.3f}, "
                          f"{r['ci95'][1]:.3f}]  {r['correct']}/{r['n_test']} at "
-                         f"{'/'.join(r['layers'])} (chance {r['chance']:.2f})")
+                         f"{'/'.join(r['layers'])} (chance {r['chance']:.2f}; per layer "
+                         f"{per_layer})")
     return lines

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from encoders.heldout import pooled_r2
 from replay.checks import check_choice
 
 from .results import COORD_ATTRS, COORDS, FIXED_COORDS, run_groups, results_attrs
@@ -135,16 +136,33 @@ def run_table(results) -> pd.DataFrame:
         finite = {k: v for k, v in scores.items() if np.isfinite(v)}
         best = max(finite, key=finite.get) if finite else None  # the first of equals, as argmax
         config = flatten(attrs.get("config", {}))
-        rows.append({**{k: attrs.get(k) for k in RUN_COLUMNS}, "best_layer": best,
+        brain = _brain_columns(group, attrs)
+        rows.append({**{k: attrs.get(k) for k in RUN_COLUMNS}, "best_layer": best, **brain,
                      "score": scores[best] if best else np.nan,
                      **{f"score.{k}": v for k, v in scores.items()},
                      "n_events": attrs.get("n_events"), "n_trials": _n_trials(group),
                      "masked_voxels": attrs.get("masked_voxels", 0),
                      "dropped_frames": attrs.get("dropped_frames", 0), **config})
         layers += [f"score.{k}" for k in scores if f"score.{k}" not in layers]
+        layers += [k for k in brain if k not in layers]
         keys += [k for k in config if k not in keys and k not in RUN_COLUMNS]
     return pd.DataFrame(rows, columns=[*RUN_COLUMNS, "best_layer", "score", *layers, *COUNTS,
                                        *keys])
+
+
+def _brain_columns(group, attrs: dict) -> dict:
+    """A brain-aligned run's held-out R² per network (``heldout_r2.<network>``, mean over
+    voxels, encoders.heldout) and the downstream probe's accuracy, where the run has them."""
+    out = {}
+    if "heldout" in group:
+        h = {k: group[f"heldout/{k}"][...] for k in ("sse", "sum_y", "sum_y2", "count")}
+        for i, name in enumerate(attrs.get("alignment", {}).get("networks", [])):
+            out[f"heldout_r2.{name}"] = float(np.nanmean(pooled_r2(h["sse"][i], h["sum_y"],
+                                                                   h["sum_y2"], h["count"])))
+    if "probe_summary" in attrs:
+        out["probe_accuracy"] = attrs["probe_summary"]["accuracy"]
+        out["probe_layer"] = attrs["probe_summary"]["layer"]
+    return out
 
 
 def _n_trials(group) -> int:

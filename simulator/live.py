@@ -80,6 +80,9 @@ def live_spec(scenario: Scenario, variant: str | None, options: LiveOptions) -> 
     if cfg["order"] != "recorded":
         raise ScenarioError(f"variant {variant!r} has order {cfg['order']!r}, but a live run takes "
                             "the sounds in the order they are played: use order = \"recorded\"")
+    if cfg["mode"] == "brain-aligned":
+        raise ScenarioError(f"variant {variant!r} is brain-aligned, which trains on a stored "
+                            "recording's sessions before its replay; live, use brain-continuous")
     seed = cfg["seeds"][0] if options.seed is None else options.seed
     return RunSpec(variant, options.subject, int(seed), cfg)
 

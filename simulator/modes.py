@@ -104,9 +104,17 @@ def fine_tune(learner: Learner, recording, epochs: int, seed: int, sample_rate: 
         learner.retention = retention
 
 
+def _on_device(cfg: dict, model):
+    """``model`` on the run's device, its forward passes under the run's autocast (SoundNet
+    takes none: `simulator.run` refuses it)."""
+    model.to(cfg["model"]["device"])
+    if not names_its_layers(model):
+        autocast_forwards(model, cfg["model"]["autocast"])
+    return model
+
+
 def _aligner(cfg: dict, model, n_voxels: int, learn_network: bool = True) -> BrainAligner:
     al, learning = cfg["alignment"], cfg["learning"]
-    model.to(cfg["model"]["device"])
     return BrainAligner(model, n_voxels, al["layer"], al["train_from"], learn_network, al["kernel"],
                         learning["lr"], al["head_lr"], learning["weight_decay"],
                         cfg["model"]["sample_rate"])
@@ -114,6 +122,8 @@ def _aligner(cfg: dict, model, n_voxels: int, learn_network: bool = True) -> Bra
 
 def _brain_learner(cfg: dict, seed: int, model, recording, subject, log) -> Learner:
     learning = cfg["learning"]
+    # On the device before the learner copies any weight (its buffers must live beside them).
+    model = _on_device(cfg, model)
     if cfg["mode"] == "brain-continuous":  # a live run (no subject) sizes the head at its first trial
         n_voxels = None if subject is None else recording.responses(
             subject, cfg["data"]["session"]).shape[1]
@@ -126,8 +136,9 @@ def _brain_learner(cfg: dict, seed: int, model, recording, subject, log) -> Lear
     train, validation, heldout = alignment_trials(cfg, recording, subject, seed)
     al = cfg["alignment"]
     sums, history = {}, {}
-    networks = {"brain-aligned": model, "frozen": load_network(cfg["model"]["checkpoint"])[0],
-                "random": random_network(model, seed)}
+    networks = {"brain-aligned": model,
+                "frozen": _on_device(cfg, load_network(cfg["model"]["checkpoint"])[0]),
+                "random": _on_device(cfg, random_network(model, seed))}
     for name in HELDOUT_NETWORKS:
         aligner = _aligner(cfg, networks[name], n_voxels, learn_network=name == "brain-aligned")
         history[name] = train_offline(aligner, train, validation, al["epochs"], al["patience"],
@@ -177,13 +188,7 @@ def alignment_trials(cfg: dict, recording, subject: str, seed: int):
                                            tail_s=cfg["data"]["tail_s"])))
 
     pool = [t for s in alignment_sessions(cfg, recording, subject) for t in trials(s)]
-    sounds = np.unique([t.stimulus for t in pool])
-    n_val = int(round(cfg["alignment"]["validation_fraction"] * len(sounds)))
-    if not 0 < n_val < len(sounds):
-        raise ValueError(f"alignment.validation_fraction={cfg['alignment']['validation_fraction']} "
-                         f"leaves {n_val} of the training sessions' {len(sounds)} sounds to "
-                         "validate on; choose a fraction that leaves sounds on both sides")
-    held = set(np.random.default_rng([seed, 0x5A1]).permutation(sounds)[:n_val].tolist())
+    held = validation_sounds(cfg, [t.stimulus for t in pool], seed)
     train = [t for t in pool if t.stimulus not in held]
     validation = [t for t in pool if t.stimulus in held]
     return train, validation, trials(cfg["data"]["session"])
@@ -198,3 +203,17 @@ def zscored(trials: list) -> list:
     mean, sd = np.nanmean(Y, axis=0), np.nanstd(Y, axis=0)
     sd = np.where(sd > 1e-12, sd, 1.0)
     return [replace(t, frames=((t.frames - mean) / sd).astype(np.float32)) for t in trials]
+
+
+def validation_sounds(cfg: dict, stimuli, seed: int) -> set[int]:
+    """The training sessions' sounds kept for validation: ``alignment.validation_fraction`` of
+    the distinct ``stimuli``, drawn by ``seed``; a one-line error when no sound, or every one,
+    would be."""
+    sounds = np.unique(np.asarray(stimuli, dtype=np.int64))
+    fraction = cfg["alignment"]["validation_fraction"]
+    n_val = int(round(fraction * len(sounds)))
+    if not 0 < n_val < len(sounds):
+        raise ValueError(f"alignment.validation_fraction={fraction} leaves {n_val} of the "
+                         f"training sessions' {len(sounds)} sounds to validate on; choose a "
+                         "fraction that leaves sounds on both sides")
+    return set(np.random.default_rng([seed, 0x5A1]).permutation(sounds)[:n_val].tolist())

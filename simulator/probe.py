@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .features import extract_features
-from .sounds import make_sound_set
+from .sounds import CATEGORIES, make_sound_set
 
 
 def clip_embeddings(model, audio, sample_rate: int) -> dict[str, np.ndarray]:
@@ -53,13 +53,7 @@ def linear_probe(embeddings: dict[str, np.ndarray], labels, test_fraction: float
     ('layer', 1.0)
     """
     labels = np.asarray(labels)
-    index = np.arange(len(labels))
-    train, test = train_test_split(index, test_size=test_fraction, stratify=labels,
-                                   random_state=seed)
-    n_folds = int(min(4, np.unique(labels[train], return_counts=True)[1].min()))
-    if n_folds < 2:
-        raise ValueError(f"the probe's training sounds hold fewer than 2 of some category; raise "
-                         f"probe.sounds (now {len(labels)}) or lower probe.test_fraction")
+    train, test, n_folds = split(labels, test_fraction, seed)
     folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
     names = list(embeddings)
     cv, correct = np.zeros(len(names)), np.zeros((len(names), len(test)), dtype=bool)
@@ -77,6 +71,33 @@ def linear_probe(embeddings: dict[str, np.ndarray], labels, test_fraction: float
     # Labels as indices into the summary's categories: Zarr v3 has no stable string dtype yet.
     label = np.searchsorted(categories, labels[test]).astype(np.int64)
     return {"correct": correct, "cv_accuracy": cv, "label": label}, summary
+
+
+def split(labels, test_fraction: float, seed: int = 0):
+    """``(train, test, n_folds)``: indices of a split stratified by category, and the folds of
+    the layer choice (up to 4, at least 2 sounds of each category in each); a one-line error
+    naming ``probe.sounds`` and ``probe.test_fraction`` when the sounds are too few."""
+    labels = np.asarray(labels)
+    why = (f"probe.sounds = {len(labels)} with probe.test_fraction = {test_fraction} leaves too "
+           "few sounds of each category to train, cross-validate (2 per category) and test "
+           "(1 per category) on; raise probe.sounds (16 or more) or change probe.test_fraction")
+    try:
+        train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
+                                       stratify=labels, random_state=seed)
+    except ValueError:
+        raise ValueError(why) from None
+    n_folds = int(min(4, np.unique(labels[train], return_counts=True)[1].min()))
+    if n_folds < 2 or len(np.unique(labels[test])) < len(np.unique(labels)):
+        raise ValueError(why)
+    return train, test, n_folds
+
+
+def check_probe(cfg: dict) -> None:
+    """Refuse, before any run starts, ``probe`` settings the probe cannot run with."""
+    p = cfg["probe"]
+    if p["sounds"] > 0:
+        labels = [CATEGORIES[i % len(CATEGORIES)] for i in range(p["sounds"])]  # make_sound_set's
+        split(labels, p["test_fraction"], p["seed"])
 
 
 def run_probe(model, cfg: dict) -> tuple[dict[str, np.ndarray], dict]:

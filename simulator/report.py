@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from .alignment import trial_gain
 from .export import flatten
 from .results import read_subject_arrays, results_attrs
+from .brain_summary import NETWORK_LABELS
 from .summary import (LEARNING_MODES, MIN_CEILING, reading_once, summarize, variant_runs,
                       voxel_scores)
 
@@ -79,6 +80,8 @@ def build_report(results, out, force: bool = False, n_boot: int = 1000, n_perm: 
             ("Weight change against the gain over the frozen run",
              _weight_plots(summary, by_variant, window) + [_alignment_table(summary)]),
             ("Voxels", _voxel_blocks(results, summary)),
+            ("Brain-aligned fine-tuning: held-out R²", _heldout_table(summary)),
+            ("Downstream probe", _probe_table(summary)),
         ]
     sections = [(title, blocks) for title, blocks in sections if blocks]
     plots = [b for _, blocks in sections for b in blocks if isinstance(b, Plot)]
@@ -180,6 +183,43 @@ def _alignment_table(summary: dict) -> str:
                "in trial score over the frozen run at the gain layer (the run's best layer), "
                "with a two-sided permutation p-value (simulator.alignment).")
     return _table("alignment", ["run", "against", "gain layer", *layers], rows) + _note(caption)
+
+
+def _heldout_table(summary: dict) -> list[str]:
+    """The summary's held-out R² rows (brain-aligned runs), or nothing."""
+    if not summary.get("heldout"):
+        return []
+    rows = []
+    for r in summary["heldout"]:
+        first = r["networks"][0]
+        for n in r["networks"]:
+            delta = "" if n == first else (f"{_fmt(r['delta'][n], '+.3f')} "
+                                           f"[{_fmt(r['delta_ci95'][n][0], '+.3f')}, "
+                                           f"{_fmt(r['delta_ci95'][n][1], '+.3f')}]")
+            rows.append([r["variant"], NETWORK_LABELS.get(n, n), _fmt(r["r2"][n]),
+                         f"[{_fmt(r['ci95'][n][0])}, {_fmt(r['ci95'][n][1])}]", delta,
+                         str(r["n_sounds"]), ", ".join(r["sessions"])])
+    caption = ("R² of the head on the replayed session, which no head was trained on (mean over "
+               "voxels, then runs), for the fine-tuned network and the same head on the frozen "
+               "and on a random-init network; 95% CI: bootstrap over held-out sounds, paired "
+               "for the differences (docs/scores.md).")
+    return [_table("heldout", ["variant", "network", "R²", "95% CI", "brain-aligned − this",
+                               "sounds", "trained on"], rows) + _note(caption)]
+
+
+def _probe_table(summary: dict) -> list[str]:
+    """The summary's downstream probe rows, or nothing."""
+    if not summary.get("probe"):
+        return []
+    rows = [[p["variant"], p["mode"], _fmt(p["accuracy"]),
+             f"[{_fmt(p['ci95'][0])}, {_fmt(p['ci95'][1])}]", f"{p['correct']}/{p['n_test']}",
+             "/".join(p["layers"]), " ".join(f"{k}={_fmt(v)}" for k, v in p["by_layer"].items()),
+             _fmt(p["chance"], ".2f")] for p in summary["probe"]]
+    caption = ("Linear probe of the categories of held-out synthetic sounds from each run's "
+               "network as the run left it; the layer chosen by cross-validation on the "
+               "training sounds; 95% CI: Wilson, over the variant's pooled held-out sounds.")
+    return [_table("probe", ["variant", "mode", "accuracy", "95% CI", "correct", "chosen layer",
+                             "per layer", "chance"], rows) + _note(caption)]
 
 
 def _note(text: str) -> str:

@@ -28,9 +28,10 @@ from replay.store import open_recording
 from replay.trials import nonfinite_voxels, repeated_responses, replay_session
 
 from .brain_tuning import resolve_layer
-from .modes import BRAIN_MODES, SELF_SUPERVISED, alignment_sessions, build_learner, load_network
+from .modes import (BRAIN_MODES, SELF_SUPERVISED, alignment_sessions, build_learner, load_network,
+                    validation_sounds)
 from .model import layer_names, names_its_layers
-from .probe import run_probe
+from .probe import check_probe, run_probe
 from .soundnet import SAMPLE_RATE as SOUNDNET_RATE
 from .alignment import pattern_drift
 from .executors import DaskExecutor, LocalExecutor
@@ -303,7 +304,9 @@ def _pending(scenario: Scenario, store, results, force: bool, resume: bool,
     for spec in specs:
         if spec.config["mode"] == "brain-aligned":
             try:
-                alignment_sessions(spec.config, recording, spec.subject)
+                stimuli = [recording.events(spec.subject, s).stimulus for s in
+                           alignment_sessions(spec.config, recording, spec.subject)]
+                validation_sounds(spec.config, np.concatenate(stimuli), spec.seed)
             except ValueError as err:
                 raise ScenarioError(f"{scenario.path}: variant {spec.variant!r}: {err}") from None
     root = open_results(results, scenario.raw, scenario.compare)
@@ -380,6 +383,9 @@ def _check_network(where: str, spec: RunSpec, model) -> None:
             raise ScenarioError(f"{what}: mode {mode!r} learns with wav2vec 2.0's self-supervised "
                                 "loss, which SoundNet lacks; use frozen, random, brain-aligned or "
                                 "brain-continuous, or a wav2vec 2.0 checkpoint")
+        if cfg["model"]["autocast"] != "none":
+            raise ScenarioError(f"{what}: model.autocast is for wav2vec 2.0's forward passes; "
+                                "leave it at \"none\" for SoundNet")
         if cfg["model"]["sample_rate"] != SOUNDNET_RATE:
             raise ScenarioError(f"{what}: SoundNet hears {SOUNDNET_RATE} Hz audio, but "
                                 f"model.sample_rate is {cfg['model']['sample_rate']}; set "
@@ -395,7 +401,13 @@ def _check_network(where: str, spec: RunSpec, model) -> None:
         except ValueError as err:
             raise ScenarioError(f"{what}: {err}") from None
         if cfg["alignment"]["train_from"] != "last" and first > top:
-            raise ScenarioError(f"{what}: alignment.train_from lies above alignment.layer")
+            raise ScenarioError(f"{what}: alignment.train_from ({cfg['alignment']['train_from']!r}) "
+                                f"lies above alignment.layer ({cfg['alignment']['layer']!r}); "
+                                "choose a layer at or below it")
+    try:
+        check_probe(cfg)
+    except ValueError as err:
+        raise ScenarioError(f"{what}: {err}") from None
 
 
 def scored_layers(cfg: dict, model) -> tuple[list[str], list[str]]:

@@ -97,7 +97,7 @@ NONEMPTY = ("alphas", "lags", "seeds", "subjects", "layers", "trainable_layers",
 DISTINCT = ("alphas", "lags", "seeds", "subjects", "layers", "trainable_layers", "sessions")
 MINIMUM = {"order_seed": -1, "threads": 1, "sample_rate": 1, "steps_per_sound": 1, "mask_span": 1,
            "forgetting": 1e-6, "drift_threshold": 1e-9, "offline_epochs": 1, "kernel": 1,
-           "head_lr": 1e-12, "epochs": 1, "patience": 1, "sounds": 0, "duration_s": 0.05,
+           "head_lr": 1e-12, "epochs": 1, "patience": 1, "sounds": 0, "duration_s": 0.25,
            "validation_fraction": 1e-6, "test_fraction": 1e-6}
 MAXIMUM = {"forgetting": 1.0, "retention": 1.0, "mask_prob": 1.0, "validation_fraction": 0.99,
            "test_fraction": 0.99}

@@ -27,7 +27,7 @@ from .brain_summary import format_lines, heldout_rows, probe_rows
 from .results import read_runs, read_subject_arrays, results_attrs
 
 MIN_CEILING = 0.1  # voxels below this ceiling are left out of normalised scores
-LEARNING_MODES = ("continuous", "reset")  # the modes whose weights change during the replay
+LEARNING_MODES = ("continuous", "reset", "brain-continuous")  # weights change during the replay
 
 
 def sound_stats(run: dict, events: np.ndarray, n_sounds: int) -> np.ndarray:

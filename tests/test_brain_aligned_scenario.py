@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from simulator.cli import main
@@ -74,9 +75,44 @@ def test_brain_aligned_scenario_reports_held_out_r2_and_probe(fmri_store, tiny_c
     assert sorted(probe) == sorted(runs)
     for p in probe.values():
         assert p["ci95"][0] <= p["accuracy"] <= p["ci95"][1] and p["n_test"] == 8
+        assert sorted(p["by_layer"]) == ["cnn", "layer_1", "layer_2", "layer_3", "layer_4"]
+    assert "intervals are not reliable" in text  # 3 held-out sounds
     # Frozen and brain-aligned replays do not learn; the encoder saw the glover design.
     assert runs["brain-aligned"]["config"]["encoder"]["hrf"] == "glover"
     assert np.all(runs["pretrained"]["trials"]["delta_w"] == 0)
+    # brain-continuous learns during the replay: its weight change is set against its gain.
+    assert any(a["variant"] == "brain-continuous" for a in summary["alignment"])
+
+    # The report and the exported tables carry the same numbers.
+    code, _, err = _run(capsys, "report", str(results), "--out", str(tmp_path / "report"),
+                        "--n-boot", "200", "--n-perm", "200")
+    assert code == 0, err
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Brain-aligned fine-tuning: held-out R²" in page and "Downstream probe" in page
+    code, _, err = _run(capsys, "export", str(results), "--out", str(tmp_path / "tables"))
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "tables" / "runs.csv").set_index("variant")
+    for name in row["networks"]:
+        assert table.loc["brain-aligned", f"heldout_r2.{name}"] == pytest.approx(
+            row["r2"][name], abs=1e-9)
+    assert np.isnan(table.loc["pretrained", "heldout_r2.frozen"])
+    assert table.loc["pretrained", "probe_accuracy"] == pytest.approx(probe["pretrained"]["accuracy"])
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("probe.sounds=8", "probe.sounds = 8 with probe.test_fraction = 0.5 leaves too few sounds"),
+    ("alignment.validation_fraction=0.01", "leaves 0 of the training sessions' 9 sounds"),
+    ('alignment.train_from="layer_4"',
+     "alignment.train_from ('layer_4') lies above alignment.layer ('layer_2')"),
+])
+def test_bad_brain_settings_fail_before_any_run(fmri_store, tiny_checkpoint, tmp_path, capsys,
+                                                setting, message):
+    argv = ["run", str(SCENARIOS / "brain_aligned.toml"), "--store", str(fmri_store), "--results",
+            str(tmp_path / "r.zarr"), "--set", f"model.checkpoint={tiny_checkpoint}",
+            "--no-progress", "--set", setting, "--set", 'variants.brain-aligned.alignment.layer="layer_2"']
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r.zarr" / "runs").exists()
 
 
 def test_soundnet_scenario_runs_and_refuses_self_supervised_modes(fmri_store, tmp_path, capsys):
@@ -111,3 +147,13 @@ def test_brain_aligned_refuses_a_recording_of_one_session(tiny_recording, tiny_c
     assert code == 2
     assert "trains on sessions other than data.session" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r.zarr" / "runs").exists()
+
+
+def test_a_live_run_refuses_brain_aligned_and_takes_brain_continuous():
+    from simulator.live import LiveOptions, live_spec
+    from simulator.scenario import ScenarioError, load_scenario
+
+    scenario = load_scenario(SCENARIOS / "brain_aligned.toml")
+    with pytest.raises(ScenarioError, match="live, use brain-continuous"):
+        live_spec(scenario, "brain-aligned", LiveOptions())
+    assert live_spec(scenario, "brain-continuous", LiveOptions()).config["mode"] == "brain-continuous"

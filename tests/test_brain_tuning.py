@@ -202,3 +202,22 @@ def test_heldout_sums_pool_to_r2(sessions_store, tiny_checkpoint):
     r2 = 1 - sums["sse"].sum(0) / (sums["sum_y2"].sum(0) - sums["sum_y"].sum(0) ** 2 / sums["count"].sum(0))
     np.testing.assert_allclose(r2, 0.0, atol=1e-5)
     assert sums["count"].sum(0).tolist() == [len(Y)] * N_VOXELS
+
+
+def test_the_ridge_head_is_the_convolution_it_sets(sessions_store, tiny_checkpoint):
+    from simulator.brain_tuning import _design, _features, fit_ridge_head
+
+    model = load_network(str(tiny_checkpoint))[0]
+    aligner = BrainAligner(model, N_VOXELS, learn_network=False, kernel=3)
+    trials = list(replay_session(sessions_store, "s1", "0", tail_s=POST_S))
+    aligner.targets.update(np.concatenate([t.frames for t in trials]))
+    fit_ridge_head(aligner, trials[:7], trials[7:])
+    w = aligner.head.conv.weight.detach().numpy().astype(np.float64)  # (voxel, feature, tap)
+    W = w[:, :, ::-1].transpose(2, 1, 0).reshape(-1, N_VOXELS)  # lag blocks, lag 0 first
+    b = aligner.head.conv.bias.detach().numpy()
+    for t in trials:
+        features = _features(aligner, t)
+        with torch.no_grad():
+            head = aligner.head(features, len(t.frames)).numpy()
+        np.testing.assert_allclose(head, _design(aligner, features, len(t.frames)) @ W + b,
+                                   rtol=1e-4, atol=1e-4)
