@@ -239,3 +239,24 @@ def test_ctrl_c_ends_the_session_and_every_trial_that_arrived_is_scored(tmp_path
     # Every trial the source released, the one cut short by the stop included, is in the run.
     assert run["n_events"] == report["trials"] == len(run["trials"]["trial_r"]) >= 3
     assert report["events"] - report["trials"] <= 1 and "ending the session" in out
+
+
+def test_brain_continuous_live_equals_its_offline_replay(tmp_path, tiny_recording, tiny_checkpoint):
+    """Closed-loop alignment on a live stream: the head is sized at the first trial and the run
+    learns from each trial's frames exactly as the replay of the stored session does."""
+    brain = ("--set", 'mode="brain-continuous"', "--set", "alignment.head_lr=1e-3")
+    scenario, sets = _scenario(tmp_path, tiny_checkpoint)
+    assert main(["run", str(scenario), "--store", str(tiny_recording), "--results",
+                 str(tmp_path / "offline.zarr"), "--jobs", "1", "--no-progress", *sets,
+                 *brain]) == 0
+    (offline,) = read_runs(tmp_path / "offline.zarr")
+    results = tmp_path / "live.zarr"
+    _live(tmp_path, tiny_recording, tiny_checkpoint, results,
+          live_args=("--max-backlog", "1000", *brain))
+    (run,) = read_runs(results)
+    assert run["mode"] == "brain-continuous" and run["skipped_updates"] == 0
+    assert run["trials"]["delta_w"][1:, -1].min() > 0  # the deepest layer learned from the brain
+    for section in ("trials", "scores"):
+        for name, value in offline[section].items():
+            if not name.startswith("time_"):
+                np.testing.assert_array_equal(run[section][name], value, err_msg=name)
