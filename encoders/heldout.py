@@ -20,18 +20,21 @@ def pooled_r2(sse, sum_y, sum_y2, count) -> np.ndarray:
     >>> pooled_r2((y - p) ** 2, y, y ** 2, np.ones_like(y)).round(3).tolist()
     [0.5]
     """
-    sst = np.sum(sum_y2, axis=0) - np.sum(sum_y, axis=0) ** 2 / np.maximum(np.sum(count, axis=0), 1)
+    return _r2(*(np.sum(a, axis=0) for a in (sse, sum_y, sum_y2, count)))
+
+
+def _r2(sse, sum_y, sum_y2, count):
+    """R² from sums already pooled (any shape; ``sse`` may carry leading axes of its own)."""
+    sst = sum_y2 - sum_y ** 2 / np.maximum(count, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sst > 1e-12, 1.0 - np.sum(sse, axis=0) / sst, np.nan)
+        return np.where(sst > 1e-12, 1.0 - sse / sst, np.nan)
 
 
 def _mean_r2(counts, sse, sums):
     """Voxel-mean R² of each network for each resample: ``counts`` (n_boot, n_sounds) weights,
     ``sse`` (n_networks, n_sounds, n_voxels), ``sums`` three (n_sounds, n_voxels)."""
     sum_y, sum_y2, count = (counts @ s for s in sums)
-    sst = sum_y2 - sum_y ** 2 / np.maximum(count, 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(sst > 1e-12, 1.0 - np.einsum("bs,ksv->kbv", counts, sse) / sst, np.nan)
+    r2 = _r2(np.einsum("bs,ksv->kbv", counts, sse), sum_y, sum_y2, count)
     return np.nanmean(r2, axis=2)  # (n_networks, n_boot)
 
 
